@@ -1,0 +1,44 @@
+"""gss_hf: Generative Semantic Segmentation (GSS, CVPR 2023), native to transformers and diffusers.
+
+Importing the package registers `GSSConfig` with `AutoConfig` (model type "gss").
+"""
+
+from transformers import AutoConfig
+
+from .configuration_gss import GSS_PRESETS, GSSConfig, default_tokenizer_config
+from .maskige import (
+    IGNORE_INDEX,
+    class_scores_least_squares,
+    class_scores_nearest_color,
+    generate_palette,
+    least_squares_inverse,
+    maskige_from_labels,
+    maskige_to_tokenizer_pixels,
+    min_pairwise_distance,
+    preset_palette,
+    tokenizer_pixels_to_maskige,
+)
+from .modeling_maskige_tokenizer import MaskigeTokenizer, MaskigeTokenizerOutput
+
+
+AutoConfig.register(GSSConfig.model_type, GSSConfig, exist_ok=True)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GSSConfig",
+    "GSS_PRESETS",
+    "IGNORE_INDEX",
+    "MaskigeTokenizer",
+    "MaskigeTokenizerOutput",
+    "class_scores_least_squares",
+    "class_scores_nearest_color",
+    "default_tokenizer_config",
+    "generate_palette",
+    "least_squares_inverse",
+    "maskige_from_labels",
+    "maskige_to_tokenizer_pixels",
+    "min_pairwise_distance",
+    "preset_palette",
+    "tokenizer_pixels_to_maskige",
+]

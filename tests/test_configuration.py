@@ -1,0 +1,142 @@
+import pytest
+from transformers import AutoConfig, ConvNextConfig, Dinov2Config, ResNetConfig, SwinConfig
+
+from gss_hf import GSS_PRESETS, GSSConfig, generate_palette, preset_palette
+
+
+def labels(num: int) -> dict:
+    names = [f"c{i}" for i in range(num)]
+    return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+
+
+def without_path(config_dict: dict) -> dict:
+    return {k: v for k, v in config_dict.items() if k != "_name_or_path"}
+
+
+@pytest.mark.parametrize("name", sorted(GSS_PRESETS))
+def test_every_preset_builds_with_its_palette(name):
+    config = GSSConfig.from_preset(name)
+    assert config.model_type == "gss"
+    assert len(config.palette) == config.num_labels
+    assert config.tokenizer_config["num_vq_embeddings"] == config.codebook_size
+    if config.palette_name != "generated":
+        assert (config.palette, config.ignore_color) == preset_palette(config.palette_name)
+
+
+def test_paper_presets_hold_the_paper_settings():
+    swin = GSSConfig.from_preset("gss-ff-swin-large")
+    assert (swin.num_labels, swin.palette_name, swin.ignore_color) == (150, "ade20k", [215, 216, 196])
+    assert swin.backbone_config.model_type == "swin" and swin.backbone_config.embed_dim == 192
+    assert (swin.codebook_size, swin.token_stride, swin.prior_depth, swin.inverse_type) == (8192, 4, 2, "nearest")
+    assert (swin.mla_channels, swin.prior_hidden_size, swin.prior_num_heads, swin.prior_window_size) == (384, 512, 16, 7)
+    assert (swin.prior_intermediate_size, swin.prior_classifier_channels, swin.prior_dropout) == (1024, 2048, 0.1)
+    assert (swin.token_loss_weight, swin.auxiliary_loss_weight, swin.ignore_index) == (0.8, 0.2, 255)
+    resnet = GSSConfig.from_preset("gss-ftw-resnet101")
+    assert (resnet.num_labels, resnet.palette_name, resnet.prior_depth, resnet.inverse_type) == (19, "cityscapes", 6, "learned")
+    assert resnet.backbone_config.depths == [3, 4, 23, 3] and resnet.inverse_depth == 1
+    assert GSSConfig.from_preset("gss-ftw-swin-large").inverse_depth == 2
+
+
+def test_cpu_preset_uses_mobilenet_hidden_states_and_a_generated_palette():
+    config = GSSConfig.from_preset("gss-mobilenetv2-camvid")
+    assert config.backbone_config.model_type == "mobilenet_v2"
+    assert config.backbone_hidden_state_indices == [1, 4, 11, 15]
+    assert config.id2label[0] == "sky" and config.num_labels == 11
+    assert config.palette == generate_palette(11, [0, 0, 0]) and config.palette_name == "generated"
+
+
+def test_preset_fields_can_be_overridden():
+    config = GSSConfig.from_preset("gss-ff-swin-large", inverse_type="learned", prior_depth=4)
+    assert (config.inverse_type, config.prior_depth) == ("learned", 4)
+    with pytest.raises(ValueError, match="Unknown GSS preset"):
+        GSSConfig.from_preset("gss-ff-vit-huge")
+
+
+def test_save_and_load_round_trip_through_auto_config(tmp_path):
+    config = GSSConfig.from_preset("gss-ff-swin-large-cityscapes", inverse_type="learned")
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert type(loaded) is GSSConfig
+    assert without_path(loaded.to_dict()) == without_path(config.to_dict())
+    assert loaded.palette == preset_palette("cityscapes")[0] and loaded.palette_name == "cityscapes"
+
+
+def test_palettes_are_stored_as_rows():
+    explicit = GSSConfig(palette=((1, 2, 3), (4, 5, 6)), ignore_color=(9, 9, 9), **labels(2))
+    assert explicit.palette == [[1, 2, 3], [4, 5, 6]] and explicit.ignore_color == [9, 9, 9]
+    generated = GSSConfig(ignore_color=[128, 128, 128], **labels(19))
+    assert generated.palette == generate_palette(19, [128, 128, 128])
+    named = GSSConfig(palette="ade20k", **labels(150))
+    assert named.palette == preset_palette("ade20k")[0] and named.ignore_color == [215, 216, 196]
+    assert GSSConfig.from_dict(named.to_dict()).palette == named.palette
+
+
+@pytest.mark.parametrize(
+    "backbone_config",
+    [
+        ResNetConfig(out_features=["stage1", "stage2", "stage3", "stage4"]),
+        ConvNextConfig(out_features=["stage1", "stage2", "stage3", "stage4"]),
+        SwinConfig(out_features=["stage1", "stage2", "stage3", "stage4"]),
+        Dinov2Config(out_features=["stage3", "stage6", "stage9", "stage12"]),
+    ],
+)
+def test_any_transformers_backbone_config_is_accepted(backbone_config):
+    config = GSSConfig(backbone_config=backbone_config, **labels(5))
+    assert config.backbone_config.model_type == backbone_config.model_type
+    assert config.backbone_hidden_state_indices is None
+    assert GSSConfig.from_dict(config.to_dict()).backbone_config.to_dict() == backbone_config.to_dict()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"palette": [[1, 2, 3]] * 1, **labels(2)}, r"`palette` has 1 rows but there are 2 labels"),
+        ({"palette": [[1, 2, 3], [1, 2, 3]], **labels(2)}, r"`palette` has duplicate colour \[1, 2, 3\]"),
+        ({"palette": [[0, 0, 0], [1, 2, 3]], **labels(2)}, r"`palette` colour of class 0 equals `ignore_color`"),
+        ({"palette": [[1, 2], [1, 2, 3]], **labels(2)}, r"`palette` row 0 must have exactly 3 values"),
+        ({"palette": [[1, 2, 300], [1, 2, 3]], **labels(2)}, r"`palette` row 0 must hold integers in 0..255"),
+        ({"palette": [[1, 2, -1], [1, 2, 3]], **labels(2)}, r"`palette` row 0 must hold integers in 0..255"),
+        ({"palette": [[1.5, 2, 3], [1, 2, 3]], **labels(2)}, r"`palette` row 0 must hold integers"),
+        ({"palette": "pascal", **labels(2)}, r"Unknown palette preset 'pascal'"),
+        ({"ignore_color": [0, 0], **labels(2)}, r"`ignore_color` row 0 must have exactly 3 values"),
+        ({"ignore_color": [0, 0, 256], **labels(2)}, r"`ignore_color` row 0 must hold integers in 0..255"),
+        ({"ignore_index": 3, **labels(5)}, r"`ignore_index` 3 is also a class id"),
+        ({"mla_channels": 0}, r"`mla_channels` must be a positive integer"),
+        ({"prior_depth": -1}, r"`prior_depth` must be a positive integer"),
+        ({"codebook_size": 0}, r"`codebook_size` must be a positive integer"),
+        ({"inverse_window_size": -7}, r"`inverse_window_size` must be a positive integer"),
+        ({"prior_num_heads": 5}, r"`prior_num_heads` \(5\) must divide `prior_hidden_size` \(512\)"),
+        ({"inverse_num_heads": 3}, r"`inverse_num_heads` \(3\) must divide `inverse_hidden_size` \(128\)"),
+        ({"inverse_type": "palette"}, r"`inverse_type` must be one of"),
+        ({"inverse_type": "least_squares"}, r"least_squares.* needs at least 3 classes"),
+        ({"prior_dropout": 1.0}, r"`prior_dropout` must be in \[0, 1\)"),
+        ({"auxiliary_loss_weight": -0.2}, r"`auxiliary_loss_weight` must be a finite weight"),
+        ({"token_stride": 3}, r"`token_stride` must be a power of two"),
+        ({"codebook_size": 512, "tokenizer_config": {"num_vq_embeddings": 1024, "block_out_channels": [1, 2, 3]}},
+         r"`tokenizer_config\['num_vq_embeddings'\]` \(1024\) must equal `codebook_size` \(512\)"),
+        ({"codebook_size": 16, "tokenizer_config": {"num_vq_embeddings": 16, "block_out_channels": [1, 2]}},
+         r"`tokenizer_config\['block_out_channels'\]` has 2 levels.*`token_stride` is 4"),
+        ({"backbone_config": SwinConfig(), "backbone_hidden_state_indices": [1, 2]},
+         r"`backbone_hidden_state_indices` is only for backbones without a Backbone class"),
+        ({"backbone_hidden_state_indices": [-1]}, r"`backbone_hidden_state_indices` must list the hidden states"),
+    ],
+)
+def test_invalid_configs_raise_value_errors_naming_the_field(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GSSConfig(**kwargs)
+
+
+def test_a_loaded_config_is_validated_too(tmp_path):
+    config = GSSConfig(**labels(3))
+    config.save_pretrained(tmp_path)
+    text = (tmp_path / "config.json").read_text()
+    (tmp_path / "config.json").write_text(text.replace('"inverse_type": "nearest"', '"inverse_type": "nearst"'))
+    with pytest.raises(ValueError, match="`inverse_type` must be one of"):
+        GSSConfig.from_pretrained(tmp_path)
+
+
+def test_check_gss_settings_catches_edits_after_creation():
+    config = GSSConfig(**labels(3))
+    config.prior_num_heads = 7
+    with pytest.raises(ValueError, match="must divide `prior_hidden_size`"):
+        config.check_gss_settings()
