@@ -5,12 +5,14 @@
   (one-hot, bilinear, argmax, the ignore index as an extra class), painted, tokenised by an 8x `VQModel`; the
   2H x 2W decoded maskige is resized back to H x W.
 
+Both use `default_tokenizer_config(..., base_channels=32, latent_channels=32)`, narrow enough to train on 2 CPU
+cores in minutes (the tokenizer of the `gss-mobilenetv2-camvid` preset).
 Both are trained from scratch under the same wall-clock budget on the same crops (Adam 3e-4, MSE in tokenizer
 pixel space + VQ loss, dead codes re-seeded from encoder outputs every 25 steps), then evaluated on CamVid `val`:
 round-trip mIoU (label map -> maskige -> tokens -> maskige -> nearest colour) and live codes, and the cost of one
 encode + decode of a 360x480 image. Run:
 
-    python benchmarks/tokenizer_grid.py --minutes 6
+    python benchmarks/tokenizer_grid.py --minutes 5
 """
 
 import argparse
@@ -29,7 +31,6 @@ from gss_hf.modeling_maskige_tokenizer import MaskigeTokenizer
 
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
-CHANNELS = 32  # narrow enough to train on 2 CPU cores in minutes
 
 
 def load_label_maps(data_dir: Path, split: str) -> torch.Tensor:
@@ -51,9 +52,7 @@ def upsample_labels_2x(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 class Route:
     def __init__(self, name: str, token_stride: int, upsample: int, codebook_size: int):
-        config = default_tokenizer_config(codebook_size, token_stride)
-        levels = len(config["block_out_channels"])
-        config.update(block_out_channels=[CHANNELS * 2 ** min(i, 2) for i in range(levels)], latent_channels=32)
+        config = default_tokenizer_config(codebook_size, token_stride, base_channels=32, latent_channels=32)
         self.name, self.upsample = name, upsample
         self.tokenizer = MaskigeTokenizer.from_config(config)
 
@@ -144,7 +143,7 @@ def time_round_trip(route: Route, labels, palette, ignore_color, num_classes, re
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--minutes", type=float, default=6.0, help="training budget of each route")
+    parser.add_argument("--minutes", type=float, default=5.0, help="training budget of each route")
     parser.add_argument("--crop", type=int, default=96, help="crop side at the original resolution")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--codebook_size", type=int, default=1024)

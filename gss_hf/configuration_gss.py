@@ -42,14 +42,17 @@ CAMVID_CLASSES = [
 ]  # fmt: skip
 
 
-def default_tokenizer_config(codebook_size: int, token_stride: int) -> dict:
+def default_tokenizer_config(
+    codebook_size: int, token_stride: int, base_channels: int = 64, latent_channels: int = 64
+) -> dict:
     """A diffusers `VQModel` config that maps a maskige straight to a 1/`token_stride` token grid.
 
-    One down-sampling block per factor 2. No attention in the mid block: at stride 4 a 768x768 crop has 36k tokens,
-    too many for full attention, and a maskige's colours need none to be reconstructed.
+    One down-sampling block per factor 2, channels doubling twice from `base_channels`. No attention in the mid
+    block: at stride 4 a 768x768 crop has 36k tokens, too many for full attention, and a maskige's colours need
+    none to be reconstructed.
     """
     num_levels = int(math.log2(token_stride)) + 1
-    block_out_channels = [64 * 2 ** min(level, 2) for level in range(num_levels)]
+    block_out_channels = [base_channels * 2 ** min(level, 2) for level in range(num_levels)]
     return {
         "in_channels": 3,
         "out_channels": 3,
@@ -57,7 +60,7 @@ def default_tokenizer_config(codebook_size: int, token_stride: int) -> dict:
         "up_block_types": ["UpDecoderBlock2D"] * num_levels,
         "block_out_channels": block_out_channels,
         "layers_per_block": 1,
-        "latent_channels": 64,
+        "latent_channels": latent_channels,
         "vq_embed_dim": 32,
         "norm_num_groups": 32,
         "num_vq_embeddings": codebook_size,
@@ -321,12 +324,14 @@ GSS_PRESETS: dict[str, dict] = {
     "gss-ff-resnet101": _paper_preset("cityscapes", RESNET_101, prior_depth=6, inverse_type="nearest"),
     "gss-ftw-resnet101": _paper_preset("cityscapes", RESNET_101, prior_depth=6, inverse_type="learned"),
     # Small enough to train every stage on 2 CPU cores: MobileNetV2 (real ImageNet weights exist offline), a
-    # 1024-code tokenizer and a narrow head; the learned X^-1 keeps the paper's size (it is already tiny).
+    # narrow 1024-code tokenizer (the one measured in benchmarks/tokenizer_grid.py) and a narrow head; the learned
+    # X^-1 keeps the paper's size (it is already tiny).
     "gss-mobilenetv2-camvid": {
         "backbone_config": {"model_type": "mobilenet_v2"},
         "palette": "generated",
         "codebook_size": 1024,
         "token_stride": 4,
+        "tokenizer_config": default_tokenizer_config(1024, 4, base_channels=32, latent_channels=32),
         "mla_channels": 64,
         "prior_hidden_size": 128,
         "prior_depth": 1,

@@ -218,3 +218,20 @@ def test_maskige_functions_run_on_gpu():
     _, recovered = round_trip(labels, palette, [0, 0, 0])
     assert recovered.device.type == "cuda"
     assert torch.equal(recovered[labels != 255], labels[labels != 255])
+
+
+def test_camvid_label_maps_round_trip_exactly(camvid_dir):
+    """Every CamVid val label map, void (11) as the ignore index, painted with the CPU preset's palette."""
+    from PIL import Image
+
+    from gss_hf import GSSConfig
+
+    config = GSSConfig.from_preset("gss-mobilenetv2-camvid")
+    files = sorted((camvid_dir / "valannot").glob("*.png"))
+    assert len(files) == 101
+    labels = torch.from_numpy(np.stack([np.array(Image.open(f)) for f in files])).long()
+    labels[labels == 11] = 255
+    _, recovered = round_trip(labels, config.palette, config.ignore_color)
+    labelled = labels != 255
+    assert labelled.float().mean() > 0.5
+    assert torch.equal(recovered[labelled], labels[labelled])

@@ -141,3 +141,13 @@ def test_only_a_maskige_vqmodel_can_be_wrapped():
         MaskigeTokenizer(torch.nn.Conv2d(3, 3, 1))
     with pytest.raises(ValueError, match="3-channel"):
         MaskigeTokenizer(VQModel(**{**tiny_tokenizer_config(), "in_channels": 1}))
+
+
+def test_cpu_preset_tokenizer_on_a_camvid_sized_maskige():
+    """360x480 (CamVid) maps to a 90x120 token grid and back with the preset's own tokenizer."""
+    config = GSSConfig.from_preset("gss-mobilenetv2-camvid")
+    tokenizer = MaskigeTokenizer.from_config(config.tokenizer_config).eval()
+    labels = torch.randint(0, 11, (1, 360, 480))
+    token_ids = tokenizer.encode(maskige_from_labels(labels, config.palette, config.ignore_color))
+    assert token_ids.shape == (1, 90, 120) and int(token_ids.max()) < config.codebook_size
+    assert tokenizer.decode(token_ids).shape == (1, 3, 360, 480)
