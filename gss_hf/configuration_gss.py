@@ -8,7 +8,14 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
 
-from .maskige import IGNORE_INDEX, check_palette, generate_palette, preset_class_names, preset_palette
+from .maskige import (
+    IGNORE_INDEX,
+    MAX_GENERATED_CLASSES,
+    check_palette,
+    generate_palette,
+    preset_class_names,
+    preset_palette,
+)
 
 
 INVERSE_TYPES = ("nearest", "least_squares", "learned")
@@ -196,6 +203,11 @@ class GSSConfig(PreTrainedConfig):
         if isinstance(self.palette, str):
             if self.palette == "generated":
                 self.ignore_color = list(self.ignore_color) if self.ignore_color is not None else [0, 0, 0]
+                if not 1 <= self.num_labels <= MAX_GENERATED_CLASSES:
+                    raise ValueError(
+                        f"`palette='generated'` supports 1..{MAX_GENERATED_CLASSES} labels, `id2label` has "
+                        f"{self.num_labels}: give explicit `palette` rows."
+                    )
                 self.palette = generate_palette(self.num_labels, self.ignore_color)
                 self.palette_name = "generated"
             else:

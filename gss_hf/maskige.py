@@ -202,14 +202,7 @@ def maskige_from_labels(
     Returns:
         (batch, 3, height, width) uint8 maskige on the device of `labels`.
     """
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"`labels` must be a torch.Tensor, got {type(labels).__name__}.")
-    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise TypeError(f"`labels` must hold integer class ids, got dtype {labels.dtype}.")
-    if labels.ndim != 3:
-        raise ValueError(f"`labels` must have shape (batch, height, width), got {tuple(labels.shape)}.")
-    if labels.shape[0] == 0:
-        raise ValueError("`labels` is an empty batch.")
+    check_index_map(labels, "labels", "integer class ids")
     colors = _palette_tensor(palette, labels.device)
     num_classes = colors.shape[0]
     labels = labels.long()
@@ -299,6 +292,18 @@ def check_maskige(maskige: torch.Tensor, name: str = "maskige") -> None:
     if maskige.ndim != 4 or maskige.shape[1] != 3:
         raise ValueError(f"`{name}` must have shape (batch, 3, height, width), got {tuple(maskige.shape)}.")
     if maskige.shape[0] == 0:
+        raise ValueError(f"`{name}` is an empty batch.")
+
+
+def check_index_map(indices: torch.Tensor, name: str, holds: str) -> None:
+    """Raises unless `indices` is a non-empty (batch, height, width) integer tensor (labels or token ids)."""
+    if not isinstance(indices, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(indices).__name__}.")
+    if indices.dtype == torch.bool or indices.is_floating_point() or indices.is_complex():
+        raise TypeError(f"`{name}` must hold {holds}, got dtype {indices.dtype}.")
+    if indices.ndim != 3:
+        raise ValueError(f"`{name}` must have shape (batch, height, width), got {tuple(indices.shape)}.")
+    if indices.shape[0] == 0:
         raise ValueError(f"`{name}` is an empty batch.")
 
 

@@ -18,7 +18,7 @@ from diffusers import VQModel
 from torch import nn
 from transformers.utils import ModelOutput
 
-from .maskige import check_maskige, maskige_to_tokenizer_pixels, tokenizer_pixels_to_maskige
+from .maskige import check_index_map, check_maskige, maskige_to_tokenizer_pixels, tokenizer_pixels_to_maskige
 
 
 @dataclass
@@ -132,14 +132,7 @@ class MaskigeTokenizer(nn.Module):
         )
 
     def _check_token_ids(self, token_ids: torch.Tensor) -> None:
-        if not isinstance(token_ids, torch.Tensor):
-            raise TypeError(f"`token_ids` must be a torch.Tensor, got {type(token_ids).__name__}.")
-        if token_ids.dtype == torch.bool or token_ids.is_floating_point() or token_ids.is_complex():
-            raise TypeError(f"`token_ids` must hold integer codebook indices, got dtype {token_ids.dtype}.")
-        if token_ids.ndim != 3:
-            raise ValueError(f"`token_ids` must have shape (batch, height, width), got {tuple(token_ids.shape)}.")
-        if token_ids.shape[0] == 0:
-            raise ValueError("`token_ids` is an empty batch.")
+        check_index_map(token_ids, "token_ids", "integer codebook indices")
         if token_ids.min() < 0 or token_ids.max() >= self.codebook_size:
             raise ValueError(
                 f"`token_ids` must be in 0..{self.codebook_size - 1} (the codebook size), got values in "

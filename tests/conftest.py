@@ -1,14 +1,14 @@
 """Test settings: nothing may reach the Hugging Face Hub (it is unreachable here, and tests must not depend on it)."""
 
 import os
+from pathlib import Path
+
+import pytest
+
 
 # Before transformers or diffusers are imported: Hub ids fail at once instead of retrying for 20 s.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-from pathlib import Path
-
-import pytest
 
 
 CAMVID_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"

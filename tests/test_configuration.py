@@ -100,6 +100,7 @@ def test_any_transformers_backbone_config_is_accepted(backbone_config):
         ({"palette": [[1, 2, -1], [1, 2, 3]], **labels(2)}, r"`palette` row 0 must hold integers in 0..255"),
         ({"palette": [[1.5, 2, 3], [1, 2, 3]], **labels(2)}, r"`palette` row 0 must hold integers"),
         ({"palette": "pascal", **labels(2)}, r"Unknown palette preset 'pascal'"),
+        ({"palette": "generated", **labels(1025)}, r"`palette='generated'` supports 1..1024 labels"),
         ({"ignore_color": [0, 0], **labels(2)}, r"`ignore_color` row 0 must have exactly 3 values"),
         ({"ignore_color": [0, 0, 256], **labels(2)}, r"`ignore_color` row 0 must hold integers in 0..255"),
         ({"ignore_index": 3, **labels(5)}, r"`ignore_index` 3 is also a class id"),

@@ -122,7 +122,7 @@ def test_least_squares_matches_the_pseudo_inverse_formula():
     assert inverse.shape == (3, 19)
     expected = torch.linalg.inv(palette.T @ palette) @ palette.T
     assert torch.allclose(inverse, expected)
-    # It is the least-squares solution: beta^T-weighted reconstruction of a colour is exact, x beta^+ beta = x.
+    # It is a left inverse of the palette: beta^+ beta = I.
     assert torch.allclose(inverse @ palette, torch.eye(3, dtype=torch.float64), atol=1e-10)
     maskige = torch.rand(2, 3, 4, 5) * 255
     scores = class_scores_least_squares(maskige, palette.long())

@@ -95,7 +95,7 @@ def test_post_init_never_overwrites_the_tokenizer(tokenizer, tmp_path):
         assert torch.equal(value, expected[key]), key
 
 
-def test_without_the_guard_post_init_would_overwrite_it(tokenizer):
+def test_without_the_guard_post_init_would_overwrite_it():
     """The control for the test above: the same VQModel, unflagged, is re-initialised by post_init()."""
     vqmodel = VQModel(**tiny_tokenizer_config())
     before = vqmodel.encoder.conv_in.weight.clone()
