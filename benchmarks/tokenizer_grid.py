@@ -82,7 +82,9 @@ def reseed_dead_codes(tokenizer: MaskigeTokenizer, latents: torch.Tensor, usage:
     return len(dead)
 
 
-def train(route: Route, labels: torch.Tensor, palette, ignore_color, num_classes, minutes: float, crop: int, batch: int):
+def train(
+    route: Route, labels: torch.Tensor, palette, ignore_color, num_classes, minutes: float, crop: int, batch: int
+) -> tuple[int, float]:
     tokenizer = route.tokenizer.train()
     optimizer = torch.optim.Adam(tokenizer.parameters(), lr=3e-4)
     usage = torch.zeros(tokenizer.codebook_size, dtype=torch.long)

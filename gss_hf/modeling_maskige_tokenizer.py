@@ -110,7 +110,10 @@ class MaskigeTokenizer(nn.Module):
         return self.quantize(self.encode_to_latents(maskige))[2]
 
     def decode_latents(self, quantized: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Quantised latents (batch, codebook_dim, h, w) -> (maskige in 0..255, decoder logits), both (batch, 3, H, W)."""
+        """Quantised latents (batch, codebook_dim, h, w) -> (maskige in 0..255, decoder logits).
+
+        Both outputs have shape (batch, 3, h * token_stride, w * token_stride).
+        """
         logits = self.vqmodel.decode(quantized, force_not_quantize=True).sample
         return tokenizer_pixels_to_maskige(torch.sigmoid(logits)), logits
 

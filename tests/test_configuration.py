@@ -28,11 +28,13 @@ def test_paper_presets_hold_the_paper_settings():
     assert (swin.num_labels, swin.palette_name, swin.ignore_color) == (150, "ade20k", [215, 216, 196])
     assert swin.backbone_config.model_type == "swin" and swin.backbone_config.embed_dim == 192
     assert (swin.codebook_size, swin.token_stride, swin.prior_depth, swin.inverse_type) == (8192, 4, 2, "nearest")
-    assert (swin.mla_channels, swin.prior_hidden_size, swin.prior_num_heads, swin.prior_window_size) == (384, 512, 16, 7)
+    head = (swin.mla_channels, swin.prior_hidden_size, swin.prior_num_heads, swin.prior_window_size)
+    assert head == (384, 512, 16, 7)
     assert (swin.prior_intermediate_size, swin.prior_classifier_channels, swin.prior_dropout) == (1024, 2048, 0.1)
     assert (swin.token_loss_weight, swin.auxiliary_loss_weight, swin.ignore_index) == (0.8, 0.2, 255)
     resnet = GSSConfig.from_preset("gss-ftw-resnet101")
-    assert (resnet.num_labels, resnet.palette_name, resnet.prior_depth, resnet.inverse_type) == (19, "cityscapes", 6, "learned")
+    settings = (resnet.num_labels, resnet.palette_name, resnet.prior_depth, resnet.inverse_type)
+    assert settings == (19, "cityscapes", 6, "learned")
     assert resnet.backbone_config.depths == [3, 4, 23, 3] and resnet.inverse_depth == 1
     assert GSSConfig.from_preset("gss-ftw-swin-large").inverse_depth == 2
 
