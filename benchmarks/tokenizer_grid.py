@@ -26,7 +26,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gss_hf.configuration_gss import default_tokenizer_config
-from gss_hf.maskige import IGNORE_INDEX, class_scores_nearest_color, generate_palette, maskige_from_labels
+from gss_hf.maskige import (
+    IGNORE_INDEX,
+    class_scores_nearest_color,
+    generate_palette,
+    maskige_from_labels,
+    maskige_to_tokenizer_pixels,
+)
 from gss_hf.modeling_maskige_tokenizer import MaskigeTokenizer
 
 
@@ -99,8 +105,7 @@ def train(
         latents = tokenizer.encode_to_latents(maskige)
         quantized, vq_loss, token_ids = tokenizer.quantize(latents)
         _, logits = tokenizer.decode_latents(quantized)
-        target = maskige.float() / 255.0 * 0.8 + 0.1
-        loss = F.mse_loss(torch.sigmoid(logits), target) * 10 + vq_loss
+        loss = F.mse_loss(torch.sigmoid(logits), maskige_to_tokenizer_pixels(maskige)) * 10 + vq_loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
