@@ -1,9 +1,12 @@
 """gss_hf: Generative Semantic Segmentation (GSS, CVPR 2023), native to transformers and diffusers.
 
-Importing the package registers `GSSConfig` with `AutoConfig` (model type "gss").
+Importing the package registers the GSS classes with `AutoConfig` (model type "gss") and
+`AutoModelForSemanticSegmentation`, and marks them for `register_for_auto_class`, so that `save_pretrained` also
+writes their code files and an `auto_map`: a saved folder then loads with `trust_remote_code=True` where this package
+is not installed.
 """
 
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoModelForSemanticSegmentation
 
 from .configuration_gss import GSS_PRESETS, GSSConfig, default_tokenizer_config
 from .maskige import (
@@ -18,15 +21,22 @@ from .maskige import (
     preset_palette,
     tokenizer_pixels_to_maskige,
 )
+from .modeling_gss import GSSForSemanticSegmentation, GSSPreTrainedModel, GSSSemanticSegmenterOutput
 from .modeling_maskige_tokenizer import MaskigeTokenizer, MaskigeTokenizerOutput
 
 
 AutoConfig.register(GSSConfig.model_type, GSSConfig, exist_ok=True)
+AutoModelForSemanticSegmentation.register(GSSConfig, GSSForSemanticSegmentation, exist_ok=True)
+GSSConfig.register_for_auto_class()
+GSSForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
 
 __version__ = "0.1.0"
 
 __all__ = [
     "GSSConfig",
+    "GSSForSemanticSegmentation",
+    "GSSPreTrainedModel",
+    "GSSSemanticSegmenterOutput",
     "GSS_PRESETS",
     "IGNORE_INDEX",
     "MaskigeTokenizer",

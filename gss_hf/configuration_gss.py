@@ -140,6 +140,17 @@ class GSSConfig(PreTrainedConfig):
             Weight of the token cross-entropy.
         auxiliary_loss_weight (`float`, *optional*, defaults to 0.2):
             Weight of the auxiliary pixel cross-entropy.
+        sliding_window (`bool`, *optional*, defaults to `False`):
+            Whether inference runs on overlapping crops (for images much larger than the training crops) instead of
+            on the whole image; `forward(sliding_window=...)` overrides it per call.
+        sliding_window_crop_size (`int`, *optional*, defaults to 768):
+            Side of the square crops of sliding-window inference (clipped to the image).
+        sliding_window_stride (`int`, *optional*, defaults to 512):
+            Step between crops; at most the crop size, so that every pixel is covered.
+        sliding_window_batch_size (`int`, *optional*, defaults to 4):
+            Crops run through the model at once.
+        token_chunk_size (`int`, *optional*, defaults to 4096):
+            Tokens whose V-way logits are formed at once by the token loss and the token argmax.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the truncated normal initialiser of the heads.
 
@@ -185,6 +196,11 @@ class GSSConfig(PreTrainedConfig):
     inverse_intermediate_size: int = 256
     token_loss_weight: float = 0.8
     auxiliary_loss_weight: float = 0.2
+    sliding_window: bool = False
+    sliding_window_crop_size: int = 768
+    sliding_window_stride: int = 512
+    sliding_window_batch_size: int = 4
+    token_chunk_size: int = 4096
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -232,7 +248,8 @@ class GSSConfig(PreTrainedConfig):
             "codebook_size", "token_stride", "mla_channels", "prior_hidden_size", "prior_depth", "prior_num_heads",
             "prior_window_size", "prior_intermediate_size", "prior_classifier_channels", "auxiliary_channels",
             "inverse_hidden_size", "inverse_depth", "inverse_num_heads", "inverse_window_size",
-            "inverse_intermediate_size",
+            "inverse_intermediate_size", "sliding_window_crop_size", "sliding_window_stride",
+            "sliding_window_batch_size", "token_chunk_size",
         ):  # fmt: skip
             if not _is_positive_int(getattr(self, name)):
                 raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)!r}.")
@@ -241,6 +258,16 @@ class GSSConfig(PreTrainedConfig):
                 raise ValueError(
                     f"`{heads}` ({getattr(self, heads)}) must divide `{dim}` ({getattr(self, dim)})."
                 )
+        if self.sliding_window_stride > self.sliding_window_crop_size:
+            raise ValueError(
+                f"`sliding_window_stride` ({self.sliding_window_stride}) must not exceed `sliding_window_crop_size` "
+                f"({self.sliding_window_crop_size}): pixels between crops would get no prediction."
+            )
+        for dim, inter in (
+            ("prior_hidden_size", "prior_intermediate_size"), ("inverse_hidden_size", "inverse_intermediate_size")
+        ):  # fmt: skip
+            if int(getattr(self, inter) / getattr(self, dim) * getattr(self, dim)) != getattr(self, inter):
+                raise ValueError(f"`{inter}` must be a simple multiple of `{dim}` (Swin blocks take an MLP ratio).")
         if not 0.0 <= self.prior_dropout < 1.0:
             raise ValueError(f"`prior_dropout` must be in [0, 1), got {self.prior_dropout}.")
         for name in ("token_loss_weight", "auxiliary_loss_weight"):

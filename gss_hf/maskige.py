@@ -202,18 +202,11 @@ def maskige_from_labels(
     Returns:
         (batch, 3, height, width) uint8 maskige on the device of `labels`.
     """
-    check_index_map(labels, "labels", "integer class ids")
     colors = _palette_tensor(palette, labels.device)
     num_classes = colors.shape[0]
+    check_labels(labels, num_classes, ignore_index)
     labels = labels.long()
     unlabelled = labels == ignore_index
-    invalid = ((labels < 0) | (labels >= num_classes)) & ~unlabelled
-    if invalid.any():
-        bad_values = torch.unique(labels[invalid])[:8].tolist()
-        raise ValueError(
-            f"`labels` holds values {bad_values} outside the {num_classes} classes (0..{num_classes - 1}) "
-            f"and different from the ignore index {ignore_index}."
-        )
     lookup = torch.cat([colors, _palette_tensor([ignore_color], labels.device)], dim=0)
     return lookup[labels.masked_fill(unlabelled, num_classes)].permute(0, 3, 1, 2).contiguous()
 
@@ -305,6 +298,18 @@ def check_index_map(indices: torch.Tensor, name: str, holds: str) -> None:
         raise ValueError(f"`{name}` must have shape (batch, height, width), got {tuple(indices.shape)}.")
     if indices.shape[0] == 0:
         raise ValueError(f"`{name}` is an empty batch.")
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
+    """Raises unless `labels` is a (batch, height, width) integer map of class ids in 0..K-1 or `ignore_index`."""
+    check_index_map(labels, "labels", "integer class ids")
+    invalid = ((labels < 0) | (labels >= num_classes)) & (labels != ignore_index)
+    if invalid.any():
+        bad_values = torch.unique(labels[invalid])[:8].tolist()
+        raise ValueError(
+            f"`labels` holds values {bad_values} outside the {num_classes} classes (0..{num_classes - 1}) "
+            f"and different from the ignore index {ignore_index}."
+        )
 
 
 def _palette_tensor(palette: torch.Tensor | ColorRows, device: torch.device | None) -> torch.Tensor:

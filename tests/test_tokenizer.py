@@ -4,14 +4,8 @@ from diffusers import VQModel
 from safetensors.torch import load_file
 from transformers import PreTrainedModel
 
-from gss_hf import GSSConfig, MaskigeTokenizer, default_tokenizer_config, generate_palette, maskige_from_labels
-
-
-def tiny_tokenizer_config(codebook_size: int = 64, token_stride: int = 4) -> dict:
-    config = default_tokenizer_config(codebook_size, token_stride)
-    levels = len(config["block_out_channels"])
-    config.update(block_out_channels=[16] * levels, latent_channels=8, vq_embed_dim=4, norm_num_groups=8)
-    return config
+from gss_hf import GSSConfig, MaskigeTokenizer, generate_palette, maskige_from_labels
+from tiny_models import tiny_tokenizer_config
 
 
 @pytest.fixture

@@ -1,0 +1,79 @@
+"""The inverse colour map X^-1: a decoded maskige (batch, 3, H, W) -> class scores (batch, K, H, W).
+
+Three variants, chosen by `config.inverse_type` (spec §2):
+- "nearest" (GSS-FF, training-free, as the official code): minus the squared distance to each class colour;
+- "least_squares" (training-free, the paper's printed formula in its usable form): x (beta^T beta)^-1 beta^T;
+- "learned" (GSS-FT-W): a small shifted-window transformer trained on the prior's predicted maskiges, so that it
+  learns to correct the prior's typical errors rather than only invert clean colours.
+"""
+
+import torch
+from torch import nn
+
+from .configuration_gss import GSSConfig
+from .maskige import check_maskige, class_scores_least_squares, class_scores_nearest_color
+from .modeling_window_transformer import WindowTransformer
+
+
+class NearestColorInverse(nn.Module):
+    """GSS-FF's X^-1. No weights: the palette lives in the config."""
+
+    def __init__(self, config: GSSConfig):
+        super().__init__()
+        self.palette = config.palette
+
+    def forward(self, maskige: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, H, W) colours in 0..255 -> (batch, K, H, W) scores, argmax = nearest palette colour."""
+        return class_scores_nearest_color(maskige, self.palette)
+
+
+class LeastSquaresInverse(nn.Module):
+    """The least-squares X^-1 of the paper's formula. No weights: the palette lives in the config."""
+
+    def __init__(self, config: GSSConfig):
+        super().__init__()
+        self.palette = config.palette
+
+    def forward(self, maskige: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, H, W) colours in 0..255 -> (batch, K, H, W) linear class scores."""
+        return class_scores_least_squares(maskige, self.palette)
+
+
+class LearnedInverse(nn.Module):
+    """GSS-FT-W's X^-1: 1x1 conv 3 -> C (BN, ReLU), shifted-window blocks at width C, LayerNorm, 1x1 conv C -> K."""
+
+    def __init__(self, config: GSSConfig):
+        super().__init__()
+        hidden_size = config.inverse_hidden_size
+        self.embed = nn.Sequential(
+            nn.Conv2d(3, hidden_size, kernel_size=1, bias=False), nn.BatchNorm2d(hidden_size), nn.ReLU(inplace=True)
+        )
+        self.window_transformer = WindowTransformer(
+            hidden_size=hidden_size,
+            depth=config.inverse_depth,
+            num_heads=config.inverse_num_heads,
+            window_size=config.inverse_window_size,
+            intermediate_size=config.inverse_intermediate_size,
+            attn_implementation=config._attn_implementation,
+        )
+        self.layernorm = nn.LayerNorm(hidden_size)
+        self.classifier = nn.Conv2d(hidden_size, config.num_labels, kernel_size=1)
+
+    def forward(self, maskige: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, H, W) colours in 0..255 -> (batch, K, H, W) class logits."""
+        check_maskige(maskige)
+        hidden_states = self.window_transformer(self.embed(maskige.to(self.classifier.weight.dtype) / 255.0))
+        hidden_states = self.layernorm(hidden_states.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.classifier(hidden_states)
+
+
+INVERSE_CLASSES: dict[str, type[nn.Module]] = {
+    "nearest": NearestColorInverse,
+    "least_squares": LeastSquaresInverse,
+    "learned": LearnedInverse,
+}
+
+
+def build_inverse(config: GSSConfig) -> nn.Module:
+    """The X^-1 module named by `config.inverse_type`."""
+    return INVERSE_CLASSES[config.inverse_type](config)

@@ -1,0 +1,319 @@
+"""GSSForSemanticSegmentation: forward/backward per backbone family, the loss rules, inference modes, stages,
+saving and strict loading, and every bad input."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForSemanticSegmentation
+from transformers.testing_utils import CaptureLogger
+from transformers.utils import logging
+
+from gss_hf import GSSForSemanticSegmentation, MaskigeTokenizer, generate_palette, maskige_from_labels
+from gss_hf.modeling_gss import fill_unlabelled_pixels
+from gss_hf.token_cross_entropy import TOKEN_IGNORE_INDEX
+from tiny_models import NUM_TINY_LABELS, TINY_BACKBONES, tiny_gss_config, tiny_tokenizer_config
+
+
+def tiny_model(backbone: str = "mobilenet_v2", seed: int = 0, **overrides) -> GSSForSemanticSegmentation:
+    torch.manual_seed(seed)
+    return GSSForSemanticSegmentation(tiny_gss_config(backbone, **overrides))
+
+
+def photos_and_labels(batch: int = 2, height: int = 64, width: int = 96, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    pixel_values = torch.randn(batch, 3, height, width, generator=generator)
+    labels = torch.randint(0, NUM_TINY_LABELS, (batch, height, width), generator=generator)
+    labels[:, :9] = 255
+    return pixel_values, labels
+
+
+@pytest.fixture(scope="module")
+def model() -> GSSForSemanticSegmentation:
+    return tiny_model().eval()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Forward and backward
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backbone", sorted(TINY_BACKBONES))
+def test_forward_and_backward_train_exactly_the_stage_ii_parts(backbone):
+    model = tiny_model(backbone).train()
+    pixel_values, labels = photos_and_labels()
+    output = model(pixel_values, labels=labels)
+    assert torch.isfinite(output.loss)
+    torch.testing.assert_close(output.loss, 0.8 * output.token_loss + 0.2 * output.auxiliary_loss)
+    output.loss.backward()
+    for name in ("backbone", "prior_head", "auxiliary_head"):
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(name) and p.requires_grad]
+        assert grads and all(g is not None and torch.isfinite(g).all() for g in grads), name
+    assert all(p.grad is None and not p.requires_grad for p in model.tokenizer.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in model.inverse.parameters())
+    unused = [p for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == [], "parameters that train but get no gradient break DDP"
+
+    model.eval()
+    with torch.no_grad():
+        prediction = model(pixel_values)
+    assert prediction.logits.shape == (2, NUM_TINY_LABELS, 64, 96)
+    assert prediction.maskige.shape == (2, 3, 64, 96)
+    assert prediction.token_ids.shape == (2, 16, 24)
+    assert prediction.auxiliary_logits.shape == (2, NUM_TINY_LABELS, 16, 24)
+
+
+def test_inference_on_sizes_that_are_not_multiples_of_the_token_stride(model):
+    with torch.no_grad():
+        output = model(torch.randn(1, 3, 37, 50), output_token_logits=True)
+    assert output.logits.shape == (1, NUM_TINY_LABELS, 37, 50)
+    assert output.token_ids.shape == (1, 10, 13)
+    assert output.token_logits.shape == (1, 64, 10, 13)
+    assert torch.equal(output.token_logits.argmax(1), output.token_ids)
+
+
+def test_inference_decodes_the_argmax_tokens_and_applies_the_nearest_colour(model):
+    pixel_values = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        output = model(pixel_values)
+        maskige = model.tokenizer.decode(output.token_ids)
+    torch.testing.assert_close(output.maskige, maskige)
+    palette = torch.tensor(model.config.palette, dtype=torch.float32)
+    nearest = ((maskige[:, None] - palette[None, :, :, None, None]) ** 2).sum(2).argmin(1)
+    assert torch.equal(output.logits.argmax(1), nearest)
+
+
+def test_evaluation_with_labels_returns_the_loss_and_the_prediction(model):
+    pixel_values, labels = photos_and_labels()
+    with torch.no_grad():
+        output = model(pixel_values, labels=labels)
+        prediction = model(pixel_values)
+    assert torch.isfinite(output.loss)
+    torch.testing.assert_close(output.logits, prediction.logits)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loss rules (spec §4)
+# ----------------------------------------------------------------------------------------------------------------
+def test_filling_reaches_partly_labelled_patches_only():
+    labels = torch.full((1, 8, 8), 255)
+    labels[0, 0, 0] = 2  # the top-left 4x4 patch is partly labelled, the other three are wholly unlabelled
+    fill = torch.full((1, 8, 8), 4)
+    filled, fully_unlabelled = fill_unlabelled_pixels(labels, fill, token_stride=4, ignore_index=255)
+    assert filled[0, 0, 0] == 2
+    assert (filled[0, :4, :4].flatten()[1:] == 4).all()
+    assert (filled[0, 4:, :] == 255).all() and (filled[0, :4, 4:] == 255).all()
+    assert fully_unlabelled.tolist() == [[[False, True], [True, True]]]
+
+
+def test_changing_predictions_inside_wholly_unlabelled_patches_leaves_the_targets_unchanged(model):
+    labels = torch.randint(0, NUM_TINY_LABELS, (1, 64, 128), generator=torch.Generator().manual_seed(1))
+    labels[:, :, 32:96] = 255
+    labels[0, 0, 33] = 2  # one labelled pixel: the patch at token (0, 8) stays a target
+    fill = torch.zeros_like(labels)
+    other_fill = fill.clone()
+    other_fill[:, :, 36:96] = 3  # differs only in wholly unlabelled patches
+    targets = model.token_targets(labels, fill)
+    assert torch.equal(model.token_targets(labels, other_fill), targets)
+    assert targets[0, 0, 8] != TOKEN_IGNORE_INDEX
+    assert (targets[0, 1:, 9:24] == TOKEN_IGNORE_INDEX).all() and (targets[0, :, :8] != TOKEN_IGNORE_INDEX).all()
+    # The partly labelled patch is tokenised with its unlabelled pixels filled: the fill there reaches the tokenizer.
+    filled = labels.clone()
+    filled[0, :4, 32:36] = torch.where(labels[0, :4, 32:36] == 255, 0, labels[0, :4, 32:36])
+    expected = model.tokenizer.encode(maskige_from_labels(filled, model.config.palette, model.config.ignore_color))
+    assert targets[0, 0, 8] == expected[0, 0, 8]
+
+
+def test_token_loss_is_the_cross_entropy_of_the_full_logits_against_the_targets(model):
+    pixel_values, labels = photos_and_labels()
+    with torch.no_grad():
+        output = model(pixel_values, labels=labels, output_token_logits=True)
+        upsampled = torch.nn.functional.interpolate(output.auxiliary_logits, size=(64, 96), mode="bilinear")
+        targets = model.token_targets(labels, upsampled.argmax(1))
+    token_loss = torch.nn.functional.cross_entropy(output.token_logits, targets, ignore_index=TOKEN_IGNORE_INDEX)
+    auxiliary_loss = torch.nn.functional.cross_entropy(upsampled, labels, ignore_index=255)
+    torch.testing.assert_close(output.token_loss, token_loss)
+    torch.testing.assert_close(output.auxiliary_loss, auxiliary_loss)
+    torch.testing.assert_close(output.loss, 0.8 * token_loss + 0.2 * auxiliary_loss)
+
+
+def test_a_wholly_unlabelled_batch_gives_a_zero_loss_not_nan():
+    model = tiny_model().train()
+    pixel_values, _ = photos_and_labels()
+    output = model(pixel_values, labels=torch.full((2, 64, 96), 255))
+    assert output.loss.item() == 0.0
+    output.loss.backward()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sliding window
+# ----------------------------------------------------------------------------------------------------------------
+def test_sliding_window_equals_whole_image_when_one_window_covers_it():
+    model = tiny_model(sliding_window_crop_size=128, sliding_window_stride=64).eval()
+    pixel_values = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        whole = model(pixel_values)
+        sliding = model(pixel_values, sliding_window=True)
+    torch.testing.assert_close(sliding.logits, whole.logits)
+    torch.testing.assert_close(sliding.maskige, whole.maskige)
+
+
+def test_sliding_window_averages_the_overlapping_crops():
+    model = tiny_model(sliding_window_crop_size=32, sliding_window_stride=24, sliding_window_batch_size=3).eval()
+    pixel_values = torch.randn(1, 3, 32, 56)
+    with torch.no_grad():
+        sliding = model(pixel_values, sliding_window=True).logits
+        left = model(pixel_values[..., :32]).logits
+        right = model(pixel_values[..., 24:]).logits
+    # Crops run as one batch, whose convolutions round differently: tolerance for scores of magnitude ~1e4.
+    close = {"rtol": 1e-5, "atol": 1.0}
+    torch.testing.assert_close(sliding[..., :24], left[..., :24], **close)
+    torch.testing.assert_close(sliding[..., 24:32], (left[..., 24:] + right[..., :8]) / 2, **close)
+    torch.testing.assert_close(sliding[..., 32:], right[..., 8:], **close)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stage III
+# ----------------------------------------------------------------------------------------------------------------
+def test_inverse_training_trains_only_the_learned_inverse_on_predicted_maskiges():
+    model = tiny_model(inverse_type="learned")
+    model.freeze_for_inverse_training()
+    model.train()
+    assert not model.backbone.training and not model.prior_head.training and model.inverse.training
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"inverse"}
+    pixel_values, labels = photos_and_labels()
+    output = model(pixel_values, labels=labels)
+    output.loss.backward()
+    assert all(p.grad is not None for p in model.inverse.parameters())
+    with torch.no_grad():
+        predicted = model.predict(pixel_values).maskige
+    torch.testing.assert_close(output.maskige, predicted)
+    expected = torch.nn.functional.cross_entropy(model.inverse(predicted), labels, ignore_index=255)
+    torch.testing.assert_close(output.loss, expected)
+
+
+def test_inverse_training_needs_a_learned_inverse(model):
+    with pytest.raises(ValueError, match="inverse_type='learned'"):
+        tiny_model().freeze_for_inverse_training()
+
+
+@pytest.mark.parametrize("inverse_type", ["nearest", "least_squares", "learned"])
+def test_every_inverse_maps_a_maskige_to_class_scores(inverse_type):
+    model = tiny_model(inverse_type=inverse_type).eval()
+    labels = torch.randint(0, NUM_TINY_LABELS, (2, 16, 24))
+    maskige = maskige_from_labels(labels, model.config.palette, model.config.ignore_color).float()
+    with torch.no_grad():
+        scores = model.inverse(maskige)
+    assert scores.shape == (2, NUM_TINY_LABELS, 16, 24)
+    if inverse_type == "nearest":
+        assert torch.equal(scores.argmax(1), labels)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Saving and loading
+# ----------------------------------------------------------------------------------------------------------------
+def test_save_and_load_give_identical_outputs_and_keep_the_freezing(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    assert any(key.startswith("tokenizer.vqmodel.") for key in weights)
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"]["AutoModelForSemanticSegmentation"] == (
+        "modeling_gss.GSSForSemanticSegmentation"
+    )
+    loaded = AutoModelForSemanticSegmentation.from_pretrained(tmp_path)
+    assert isinstance(loaded, GSSForSemanticSegmentation) and not loaded.training
+    assert not any(p.requires_grad for p in loaded.tokenizer.parameters())
+    pixel_values = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixel_values).logits, model(pixel_values).logits, rtol=0, atol=0)
+
+
+def edit_checkpoint(folder, edit) -> None:
+    weights = load_file(folder / "model.safetensors")
+    edit(weights)
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def test_a_checkpoint_with_missing_keys_is_refused(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    edit_checkpoint(tmp_path, lambda weights: weights.pop("prior_head.classifier.weight"))
+    with pytest.raises(ValueError, match="missing keys.*prior_head.classifier.weight"):
+        GSSForSemanticSegmentation.from_pretrained(tmp_path)
+    logger = logging.get_logger("gss_hf.modeling_gss")
+    with CaptureLogger(logger) as captured:
+        GSSForSemanticSegmentation.from_pretrained(tmp_path, strict=False)
+    assert "prior_head.classifier.weight" in captured.out
+
+
+def test_a_checkpoint_with_unexpected_keys_is_refused(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    edit_checkpoint(tmp_path, lambda weights: weights.update({"decode_head.conv_seg.weight": torch.zeros(3, 3)}))
+    with pytest.raises(ValueError, match="unexpected keys.*decode_head.conv_seg.weight"):
+        AutoModelForSemanticSegmentation.from_pretrained(tmp_path)
+
+
+def test_a_checkpoint_without_its_tokenizer_is_refused_even_when_not_strict(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    edit_checkpoint(
+        tmp_path, lambda weights: [weights.pop(k) for k in list(weights) if k.startswith("tokenizer.vqmodel.decoder")]
+    )
+    with pytest.raises(ValueError, match="must contain its tokenizer"):
+        GSSForSemanticSegmentation.from_pretrained(tmp_path, strict=False)
+
+
+def test_a_checkpoint_whose_codebook_disagrees_with_the_config_is_refused(tmp_path):
+    tiny_model().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["codebook_size"] = 32
+    config["tokenizer_config"]["num_vq_embeddings"] = 32
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(Exception, match="(?i)size|shape"):
+        GSSForSemanticSegmentation.from_pretrained(tmp_path)
+
+
+def test_load_tokenizer_copies_stage_i_weights_and_refuses_another_codebook(model):
+    torch.manual_seed(5)
+    tokenizer = MaskigeTokenizer.from_config(tiny_tokenizer_config()).eval()
+    target = tiny_model()
+    target.load_tokenizer(tokenizer)
+    maskige = maskige_from_labels(torch.randint(0, 5, (1, 16, 16)), generate_palette(5), [0, 0, 0])
+    assert torch.equal(target.tokenizer.encode(maskige), tokenizer.encode(maskige))
+    with pytest.raises(ValueError, match="has 32 codes but `config.codebook_size` is 64"):
+        target.load_tokenizer(MaskigeTokenizer.from_config(tiny_tokenizer_config(codebook_size=32)))
+    with pytest.raises(ValueError, match="differs from `config.tokenizer_config`"):
+        target.load_tokenizer(MaskigeTokenizer.from_config({**tiny_tokenizer_config(), "latent_channels": 4}))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "pixel_values, labels, error, match",
+    [
+        (torch.randn(1, 4, 32, 32), None, ValueError, r"\(batch, 3, height, width\).*RGBA"),
+        (torch.randn(1, 1, 32, 32), None, ValueError, r"\(batch, 3, height, width\)"),
+        (torch.randn(3, 32, 32), None, ValueError, r"\(batch, 3, height, width\)"),
+        (torch.randint(0, 255, (1, 3, 32, 32), dtype=torch.uint8), None, TypeError, "floating point"),
+        (torch.randn(0, 3, 32, 32), None, ValueError, "empty batch"),
+        (torch.randn(1, 3, 32, 32), torch.full((1, 32, 32), 7), ValueError, r"values \[7\] outside the 5 classes"),
+        (torch.randn(1, 3, 32, 32), torch.full((1, 32, 32), -1), ValueError, r"values \[-1\]"),
+        (torch.randn(1, 3, 32, 32), torch.zeros(1, 32, 48, dtype=torch.long), ValueError, "at the photo's size"),
+        (torch.randn(2, 3, 32, 32), torch.zeros(1, 32, 32, dtype=torch.long), ValueError, "one \\(height, width\\)"),
+        (torch.randn(1, 3, 32, 32), torch.zeros(1, 32, 32), TypeError, "integer class ids"),
+        (torch.randn(1, 3, 30, 32), torch.zeros(1, 30, 32, dtype=torch.long), ValueError, "divisible by"),
+    ],
+)
+def test_bad_inputs_are_refused_clearly(model, pixel_values, labels, error, match):
+    with pytest.raises(error, match=match):
+        model(pixel_values, labels=labels)
+
+
+def test_unnormalised_photos_are_flagged(model):
+    logger = logging.get_logger("gss_hf.modeling_gss")
+    with CaptureLogger(logger) as captured, torch.no_grad():
+        model(torch.rand(1, 3, 32, 32) * 255)
+    assert "un-normalised" in captured.out
+
+
+def test_double_precision_photos_are_cast_to_the_model_dtype(model):
+    pixel_values = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values.double()).logits, model(pixel_values).logits)
