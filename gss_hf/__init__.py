@@ -1,14 +1,15 @@
 """gss_hf: Generative Semantic Segmentation (GSS, CVPR 2023), native to transformers and diffusers.
 
-Importing the package registers the GSS classes with `AutoConfig` (model type "gss") and
-`AutoModelForSemanticSegmentation`, and marks them for `register_for_auto_class`, so that `save_pretrained` also
-writes their code files and an `auto_map`: a saved folder then loads with `trust_remote_code=True` where this package
-is not installed.
+Importing the package registers the GSS classes with `AutoConfig` (model type "gss"),
+`AutoModelForSemanticSegmentation` and `AutoImageProcessor`, and marks them for `register_for_auto_class`, so that
+`save_pretrained` also writes their code files and an `auto_map`: a saved folder then loads with
+`trust_remote_code=True` where this package is not installed. Each registration sits at the end of the class's own
+file, so that the same happens when transformers imports those files as remote code (the pipeline then recognises
+the model type).
 """
 
-from transformers import AutoConfig, AutoModelForSemanticSegmentation
-
 from .configuration_gss import GSS_PRESETS, GSSConfig, default_tokenizer_config
+from .image_processing_gss import GSSImageProcessor
 from .maskige import (
     IGNORE_INDEX,
     class_scores_least_squares,
@@ -25,16 +26,12 @@ from .modeling_gss import GSSForSemanticSegmentation, GSSPreTrainedModel, GSSSem
 from .modeling_maskige_tokenizer import MaskigeTokenizer, MaskigeTokenizerOutput
 
 
-AutoConfig.register(GSSConfig.model_type, GSSConfig, exist_ok=True)
-AutoModelForSemanticSegmentation.register(GSSConfig, GSSForSemanticSegmentation, exist_ok=True)
-GSSConfig.register_for_auto_class()
-GSSForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
-
 __version__ = "0.1.0"
 
 __all__ = [
     "GSSConfig",
     "GSSForSemanticSegmentation",
+    "GSSImageProcessor",
     "GSSPreTrainedModel",
     "GSSSemanticSegmenterOutput",
     "GSS_PRESETS",

@@ -44,6 +44,23 @@ RESNET_101 = {
     "depths": [3, 4, 23, 3],
     "out_features": ["stage1", "stage2", "stage3", "stage4"],
 }
+# transformers' MobileNetV2 computing exactly what torchvision's `mobilenet_v2()` computes, whose ImageNet weights
+# exist offline (see pretrained_mobilenet_v2.py): symmetric padding, BatchNorm epsilon 1e-5, torchvision's dropout.
+TORCHVISION_MOBILENET_V2_CONFIG = {
+    "model_type": "mobilenet_v2",
+    "num_channels": 3,
+    "depth_multiplier": 1.0,
+    "depth_divisible_by": 8,
+    "min_depth": 8,
+    "expand_ratio": 6.0,
+    "output_stride": 32,
+    "first_layer_is_expansion": True,
+    "finegrained_output": True,
+    "hidden_act": "relu6",
+    "tf_padding": False,
+    "layer_norm_eps": 1e-5,
+    "classifier_dropout_prob": 0.2,
+}
 CAMVID_CLASSES = [
     "sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car", "pedestrian", "bicyclist"
 ]  # fmt: skip
@@ -366,7 +383,7 @@ GSS_PRESETS: dict[str, dict] = {
     # narrow 1024-code tokenizer (the one measured in benchmarks/tokenizer_grid.py) and a narrow head; the learned
     # X^-1 keeps the paper's size (it is already tiny).
     "gss-mobilenetv2-camvid": {
-        "backbone_config": {"model_type": "mobilenet_v2"},
+        "backbone_config": dict(TORCHVISION_MOBILENET_V2_CONFIG),
         "palette": "generated",
         "codebook_size": 1024,
         "token_stride": 4,
@@ -384,4 +401,7 @@ GSS_PRESETS: dict[str, dict] = {
 }
 
 
-__all__ = ["GSSConfig", "GSS_PRESETS", "default_tokenizer_config"]
+AutoConfig.register(GSSConfig.model_type, GSSConfig, exist_ok=True)
+GSSConfig.register_for_auto_class()
+
+__all__ = ["GSSConfig", "GSS_PRESETS", "TORCHVISION_MOBILENET_V2_CONFIG", "default_tokenizer_config"]

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoModelForSemanticSegmentation, PreTrainedModel
 from transformers import initialization as init
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
 from transformers.models.swin.modeling_swin import SwinRelativePositionBias
 from transformers.utils import ModelOutput, logging
 
@@ -458,5 +459,11 @@ def _window_starts(length: int, crop: int, stride: int) -> list[int]:
 def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else value
 
+
+AutoModelForSemanticSegmentation.register(GSSConfig, GSSForSemanticSegmentation, exist_ok=True)
+GSSForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+# The image-segmentation pipeline checks the model against transformers' static name tables only, not against
+# registered classes, and logs an error for anything else: GSS is listed there so that the pipeline accepts it.
+MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES.setdefault(GSSConfig.model_type, GSSForSemanticSegmentation.__name__)
 
 __all__ = ["GSSForSemanticSegmentation", "GSSPreTrainedModel", "GSSSemanticSegmenterOutput"]

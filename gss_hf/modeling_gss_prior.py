@@ -15,6 +15,12 @@ from .configuration_gss import GSSConfig
 from .modeling_window_transformer import WindowTransformer
 
 
+# transformers' MobileNet ports hard-code BatchNorm momentum 0.997, TensorFlow's moving-average *decay*: in PyTorch
+# it replaces the running statistics at almost every training step. Backbones of these types get PyTorch's 0.1.
+TENSORFLOW_PORTED_BATCH_NORM = ("mobilenet_v1", "mobilenet_v2")
+BATCH_NORM_MOMENTUM = 0.1
+
+
 class ConvNormActivation(nn.Sequential):
     """1x1 convolution, BatchNorm, ReLU: the projection unit of both heads."""
 
@@ -41,6 +47,10 @@ class GSSBackbone(nn.Module):
             self.model = AutoBackbone.from_config(backbone_config)
         else:
             self.model = AutoModel.from_config(backbone_config)
+        if backbone_config.model_type in TENSORFLOW_PORTED_BATCH_NORM:
+            for module in self.model.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.momentum = BATCH_NORM_MOMENTUM
         self.channels, self.unused_parameter_names = self._probe()
 
     def _probe(self) -> tuple[list[int], list[str]]:

@@ -22,14 +22,16 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, features, weight, bias, targets, chunk_size):
         num_tokens = features.shape[0]
         needs_grad = ctx.needs_input_grad[:3]
+        # Softmax statistics and classifier gradients accumulate in at least float32, also under bf16 autocast.
+        accumulate = torch.promote_types(features.dtype, torch.float32)
         grad_features = torch.empty_like(features) if needs_grad[0] else None
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if needs_grad[1] else None
-        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if needs_grad[2] else None
-        total = torch.zeros((), dtype=torch.float32, device=features.device)
+        grad_weight = torch.zeros_like(weight, dtype=accumulate) if needs_grad[1] else None
+        grad_bias = torch.zeros_like(bias, dtype=accumulate) if needs_grad[2] else None
+        total = torch.zeros((), dtype=accumulate, device=features.device)
         for start in range(0, num_tokens, chunk_size):
             chunk = features[start : start + chunk_size]
             chunk_targets = targets[start : start + chunk_size]
-            logits = nn.functional.linear(chunk, weight, bias).float()
+            logits = nn.functional.linear(chunk, weight, bias).to(accumulate)
             log_normaliser = torch.logsumexp(logits, dim=1)
             total += (log_normaliser - logits.gather(1, chunk_targets[:, None])[:, 0]).sum()
             if any(needs_grad):
@@ -42,7 +44,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                         features.dtype
                     )
                 if grad_weight is not None:
-                    grad_weight += grad_logits.T @ chunk.float()
+                    grad_weight += grad_logits.T @ chunk.to(accumulate)
                 if grad_bias is not None:
                     grad_bias += grad_logits.sum(0)
         ctx.save_for_backward(grad_features, grad_weight, grad_bias)

@@ -1,0 +1,65 @@
+"""The chunked token loss and argmax equal their naive full-logit versions, values and gradients."""
+
+import pytest
+import torch
+
+from gss_hf.token_cross_entropy import TOKEN_IGNORE_INDEX, chunked_token_argmax, chunked_token_cross_entropy
+
+
+def inputs(seed: int = 0, dtype=torch.float64):
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(2, 6, 5, 7, generator=generator, dtype=dtype, requires_grad=True)
+    weight = torch.randn(33, 6, generator=generator, dtype=dtype, requires_grad=True)
+    bias = torch.randn(33, generator=generator, dtype=dtype, requires_grad=True)
+    targets = torch.randint(0, 33, (2, 5, 7), generator=generator)
+    targets[0, :2] = TOKEN_IGNORE_INDEX
+    return features, weight, bias, targets
+
+
+def naive_loss(features, weight, bias, targets):
+    logits = torch.einsum("bchw,vc->bvhw", features, weight) + bias[None, :, None, None]
+    return torch.nn.functional.cross_entropy(logits, targets, ignore_index=TOKEN_IGNORE_INDEX)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 10_000])
+def test_chunked_loss_and_gradients_equal_the_naive_ones(chunk_size):
+    features, weight, bias, targets = inputs()
+    expected = naive_loss(features, weight, bias, targets)
+    expected_grads = torch.autograd.grad(expected * 3.0, (features, weight, bias))
+    loss = chunked_token_cross_entropy(features, weight, bias, targets, chunk_size=chunk_size)
+    grads = torch.autograd.grad(loss * 3.0, (features, weight, bias))
+    torch.testing.assert_close(loss, expected)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad)
+
+
+def test_only_requested_gradients_are_computed_and_frozen_classifiers_work():
+    features, weight, bias, targets = inputs()
+    frozen_weight, frozen_bias = weight.detach(), bias.detach()
+    loss = chunked_token_cross_entropy(features, frozen_weight, frozen_bias, targets, chunk_size=5)
+    (grad,) = torch.autograd.grad(loss, (features,))
+    (expected,) = torch.autograd.grad(naive_loss(features, frozen_weight, frozen_bias, targets), (features,))
+    torch.testing.assert_close(grad, expected)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            chunked_token_cross_entropy(features, weight, bias, targets, 4), naive_loss(features, weight, bias, targets)
+        )
+
+
+def test_no_target_token_gives_zero_connected_to_the_graph():
+    features, weight, bias, targets = inputs()
+    loss = chunked_token_cross_entropy(features, weight, bias, torch.full_like(targets, TOKEN_IGNORE_INDEX))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert features.grad is not None and not features.grad.any()
+
+
+def test_chunked_argmax_equals_the_argmax_of_the_full_logits():
+    features, weight, bias, _ = inputs(dtype=torch.float32)
+    logits = torch.einsum("bchw,vc->bvhw", features, weight) + bias[None, :, None, None]
+    assert torch.equal(chunked_token_argmax(features, weight, bias, chunk_size=4), logits.argmax(1))
+
+
+def test_bad_chunk_size_is_refused():
+    with pytest.raises(ValueError, match="chunk_size"):
+        chunked_token_cross_entropy(*inputs(), chunk_size=0)
