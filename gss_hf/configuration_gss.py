@@ -166,7 +166,7 @@ class GSSConfig(PreTrainedConfig):
             Step between crops; at most the crop size, so that every pixel is covered.
         sliding_window_batch_size (`int`, *optional*, defaults to 4):
             Crops run through the model at once.
-        token_chunk_size (`int`, *optional*, defaults to 4096):
+        token_chunk_size (`int`, *optional*, defaults to 1024):
             Tokens whose V-way logits are formed at once by the token loss and the token argmax.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the truncated normal initialiser of the heads.
@@ -217,7 +217,7 @@ class GSSConfig(PreTrainedConfig):
     sliding_window_crop_size: int = 768
     sliding_window_stride: int = 512
     sliding_window_batch_size: int = 4
-    token_chunk_size: int = 4096
+    token_chunk_size: int = 1024
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):

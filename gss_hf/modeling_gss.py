@@ -44,13 +44,14 @@ class GSSSemanticSegmenterOutput(ModelOutput):
             Not computed in stage-II training mode, where only the loss is needed.
         maskige (`torch.FloatTensor` of shape `(batch, 3, height, width)`):
             The predicted maskige, colours in 0..255.
-        token_ids (`torch.LongTensor` of shape `(batch, height / token_stride, width / token_stride)`):
-            The argmax token of every grid cell (whole-image inference only).
-        token_logits (`torch.FloatTensor` of shape `(batch, codebook_size, height / token_stride, width / token_stride)`):
+        token_ids (`torch.LongTensor` of shape `(batch, h, w)`):
+            The argmax token of every cell of the token grid, h = ceil(height / token_stride) and
+            w = ceil(width / token_stride) (whole-image inference only).
+        token_logits (`torch.FloatTensor` of shape `(batch, codebook_size, h, w)`):
             The prior's V-way logits, only when asked for with `output_token_logits=True` (they take
             codebook_size x 4 bytes per token).
-        auxiliary_logits (`torch.FloatTensor` of shape `(batch, num_labels, height / token_stride, width / token_stride)`):
-            The auxiliary head's class logits (not computed in stage III).
+        auxiliary_logits (`torch.FloatTensor` of shape `(batch, num_labels, h, w)`):
+            The auxiliary head's class logits on the token grid (not computed in stage III).
         token_loss (`torch.FloatTensor` of shape `()`, *optional*):
             The unweighted token cross-entropy (stage II with labels).
         auxiliary_loss (`torch.FloatTensor` of shape `()`, *optional*):
@@ -148,19 +149,21 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
     # ------------------------------------------------------------------------------------------------------------
     def load_tokenizer(self, tokenizer: MaskigeTokenizer) -> None:
         """Copies a stage-I tokenizer's weights in; its `VQModel` settings must be this config's."""
-        expected = self.tokenizer.vqmodel.config
         if tokenizer.codebook_size != self.config.codebook_size:
             raise ValueError(
                 f"The tokenizer has {tokenizer.codebook_size} codes but `config.codebook_size` is "
                 f"{self.config.codebook_size}: the prior's classifier would predict the wrong codebook."
             )
+        given = tokenizer.vqmodel.config
         different = {
-            key: (value, tokenizer.vqmodel.config.get(key))
+            key: (value, given.get(key))
             for key, value in self.config.tokenizer_config.items()
-            if expected.get(key) is not None and _as_list(tokenizer.vqmodel.config.get(key)) != _as_list(value)
+            if _as_list(given.get(key)) != _as_list(value)
         }
         if different:
-            raise ValueError(f"The tokenizer differs from `config.tokenizer_config` in (config, tokenizer): {different}")
+            raise ValueError(
+                f"The tokenizer differs from `config.tokenizer_config` in (config, tokenizer): {different}."
+            )
         self.tokenizer.vqmodel.load_state_dict(tokenizer.vqmodel.state_dict(), strict=True)
 
     def freeze_untrained_parts(self) -> None:
@@ -211,7 +214,6 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         sliding_window: bool | None = None,
         output_token_logits: bool = False,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> GSSSemanticSegmenterOutput | tuple:
         r"""
         Args:
@@ -226,30 +228,27 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
                 Also return the (batch, codebook_size, h, w) token logits (whole-image inference only).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        sliding_window = self.config.sliding_window if sliding_window is None else sliding_window
         pixel_values = self._check_pixel_values(pixel_values)
         if labels is not None:
             self._check_labels_match(labels, pixel_values)
-        if sliding_window is None:
-            sliding_window = self.config.sliding_window
-
-        if labels is not None:
             self._check_divisible_by_token_stride(pixel_values)
+        if output_token_logits and sliding_window:
+            raise ValueError("`output_token_logits` is only available with whole-image inference.")
         if self.training_stage == "inverse" and labels is not None:
             output = self._inverse_training_step(pixel_values, labels)
             return output if return_dict else output.to_tuple()
-        if output_token_logits and sliding_window:
-            raise ValueError("`output_token_logits` is only available with whole-image inference.")
 
+        predicting = labels is None or not self.training
         output = GSSSemanticSegmenterOutput()
         if labels is not None or not sliding_window:
             token_features, auxiliary_logits = self._prior(pixel_values)
-            output.auxiliary_logits = auxiliary_logits
-        if sliding_window and not (self.training and labels is not None):
-            prediction = self._predict_sliding_window(pixel_values)
-            output.logits, output.maskige = prediction.logits, prediction.maskige
-        elif not (self.training and labels is not None):
+        if predicting and sliding_window:
+            output = self._predict_sliding_window(pixel_values)
+        elif predicting:
             output = self._decode_prior(token_features, auxiliary_logits, pixel_values.shape[-2:], output_token_logits)
         if labels is not None:
+            output.auxiliary_logits = auxiliary_logits
             output.loss, output.token_loss, output.auxiliary_loss = self._prior_loss(
                 token_features, auxiliary_logits, labels
             )
@@ -301,7 +300,9 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         Returns:
             (batch, H / token_stride, W / token_stride) codebook indices, `TOKEN_IGNORE_INDEX` (-100) where ignored.
         """
-        filled, fully_unlabelled = fill_unlabelled_pixels(labels, fill, self.config.token_stride, self.config.ignore_index)
+        filled, fully_unlabelled = fill_unlabelled_pixels(
+            labels, fill, self.config.token_stride, self.config.ignore_index
+        )
         maskige = maskige_from_labels(filled, self.config.palette, self.config.ignore_color, self.config.ignore_index)
         return self.tokenizer.encode(maskige).masked_fill(fully_unlabelled, TOKEN_IGNORE_INDEX)
 

@@ -160,7 +160,9 @@ def load_imagenet_mobilenet_v2(
     return model
 
 
-def gss_model_with_imagenet_mobilenet_v2(config: GSSConfig, weights_path: str | None = None) -> GSSForSemanticSegmentation:
+def gss_model_with_imagenet_mobilenet_v2(
+    config: GSSConfig, weights_path: str | None = None
+) -> GSSForSemanticSegmentation:
     """A GSS model whose backbone holds torchvision's ImageNet MobileNetV2 weights (loaded strictly), so that stage
     II starts from a pretrained backbone. `config.backbone_config` must be `TORCHVISION_MOBILENET_V2_CONFIG`'s (as
     in the `gss-mobilenetv2-camvid` preset); the heads and tokenizer are freshly initialised."""

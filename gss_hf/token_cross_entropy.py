@@ -35,8 +35,9 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             log_normaliser = torch.logsumexp(logits, dim=1)
             total += (log_normaliser - logits.gather(1, chunk_targets[:, None])[:, 0]).sum()
             if any(needs_grad):
-                # d loss / d logits = softmax - one_hot(target), scaled by the mean's 1 / num_tokens.
-                grad_logits = torch.exp(logits - log_normaliser[:, None])
+                # d loss / d logits = softmax - one_hot(target), scaled by the mean's 1 / num_tokens; computed in
+                # place in the logits' buffer, the largest tensor here.
+                grad_logits = logits.sub_(log_normaliser[:, None]).exp_()
                 grad_logits[torch.arange(len(chunk_targets), device=logits.device), chunk_targets] -= 1.0
                 grad_logits /= num_tokens
                 if grad_features is not None:
@@ -65,7 +66,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
 
 
 def chunked_token_cross_entropy(
-    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor, chunk_size: int = 4096
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024
 ) -> torch.Tensor:
     """Mean cross-entropy of the linear classifier (`weight`, `bias`) over the non-ignored tokens.
 
@@ -81,17 +82,17 @@ def chunked_token_cross_entropy(
     """
     if chunk_size < 1:
         raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size}.")
-    tokens = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
-    flat_targets = targets.reshape(-1)
-    valid = flat_targets != TOKEN_IGNORE_INDEX
+    valid = targets != TOKEN_IGNORE_INDEX
     if not bool(valid.any()):
         return features.sum() * 0.0 + weight.sum() * 0.0 + bias.sum() * 0.0
-    return _ChunkedLinearCrossEntropy.apply(tokens[valid], weight, bias, flat_targets[valid], chunk_size)
+    # One gather of the target tokens' features, (num_targets, channels), straight from the channels-first map.
+    tokens = features.permute(0, 2, 3, 1)[valid]
+    return _ChunkedLinearCrossEntropy.apply(tokens, weight, bias, targets[valid], chunk_size)
 
 
 @torch.no_grad()
 def chunked_token_argmax(
-    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, chunk_size: int = 4096
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, chunk_size: int = 1024
 ) -> torch.LongTensor:
     """Per-token argmax of the linear classifier: (batch, channels, h, w) -> (batch, h, w) codebook indices."""
     batch, channels, height, width = features.shape

@@ -317,3 +317,16 @@ def test_double_precision_photos_are_cast_to_the_model_dtype(model):
     pixel_values = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(pixel_values.double()).logits, model(pixel_values).logits)
+
+
+def test_bfloat16_autocast_training_step_and_bfloat16_inference():
+    model = tiny_model().train()
+    pixel_values, labels = photos_and_labels()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(pixel_values, labels=labels)
+    assert torch.isfinite(output.loss)
+    output.loss.backward()
+    assert all(p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    with torch.no_grad():
+        logits = model.to(torch.bfloat16).eval()(pixel_values).logits
+    assert logits.dtype == torch.bfloat16 and logits.shape == (2, NUM_TINY_LABELS, 64, 96)
