@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoImageProcessor
 from transformers.image_processing_backends import PilBackend
+from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
@@ -364,6 +365,9 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 AutoImageProcessor.register(GSSConfig, image_processor_classes={"pil": GSSImageProcessor}, exist_ok=True)
+# GSS has no video processor, and says so: otherwise the pipelines' optional video-processor lookup finds this
+# processor's `auto_map` and asks interactively whether to run remote code, even when gss_hf is installed.
+VIDEO_PROCESSOR_MAPPING.register(GSSConfig, {}, exist_ok=True)
 GSSImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = ["GSSImageProcessor"]

@@ -105,14 +105,17 @@ def test_trust_remote_code_load_without_the_package(saved_folder, tmp_path):
     assert "is not supported for" not in result.stderr
 
 
-def test_pipeline_segments_a_real_camvid_photo(saved_folder, camvid_dir):
+def test_pipeline_segments_a_real_camvid_photo(saved_folder, camvid_dir, monkeypatch):
     photo_path = sorted((camvid_dir / "val").glob("*.png"))[0]
     photo = Image.open(photo_path)
+    prompts = []
+    monkeypatch.setattr("builtins.input", lambda prompt="": prompts.append(prompt) or "n")
     logger = logging.get_logger("transformers.pipelines.base")
     with CaptureLogger(logger) as captured:
         segmenter = pipeline("image-segmentation", model=str(saved_folder))
         segments = segmenter(str(photo_path))
     assert "not supported" not in captured.out
+    assert prompts == [], "the installed package must load without asking to run remote code"
     id2label = AutoConfig.from_pretrained(saved_folder).id2label
     assert segments and {segment["label"] for segment in segments} <= set(id2label.values())
     masks = np.stack([np.array(segment["mask"]) > 0 for segment in segments])
