@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoImageProcessor
 from transformers.image_processing_backends import PilBackend
-from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
@@ -25,6 +24,7 @@ from transformers.image_utils import (
     PILImageResampling,
     SizeDict,
 )
+from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
 from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import TensorType
 

@@ -15,28 +15,20 @@ from .maskige import check_maskige, class_scores_least_squares, class_scores_nea
 from .modeling_window_transformer import WindowTransformer
 
 
-class NearestColorInverse(nn.Module):
-    """GSS-FF's X^-1. No weights: the palette lives in the config."""
+class TrainingFreeInverse(nn.Module):
+    """The nearest-colour (GSS-FF) or least-squares X^-1: a fixed function of the palette, so no weights (the
+    palette lives in the config)."""
+
+    SCORES = {"nearest": class_scores_nearest_color, "least_squares": class_scores_least_squares}
 
     def __init__(self, config: GSSConfig):
         super().__init__()
         self.palette = config.palette
+        self.scores = self.SCORES[config.inverse_type]
 
     def forward(self, maskige: torch.Tensor) -> torch.Tensor:
-        """(batch, 3, H, W) colours in 0..255 -> (batch, K, H, W) scores, argmax = nearest palette colour."""
-        return class_scores_nearest_color(maskige, self.palette)
-
-
-class LeastSquaresInverse(nn.Module):
-    """The least-squares X^-1 of the paper's formula. No weights: the palette lives in the config."""
-
-    def __init__(self, config: GSSConfig):
-        super().__init__()
-        self.palette = config.palette
-
-    def forward(self, maskige: torch.Tensor) -> torch.Tensor:
-        """(batch, 3, H, W) colours in 0..255 -> (batch, K, H, W) linear class scores."""
-        return class_scores_least_squares(maskige, self.palette)
+        """(batch, 3, H, W) colours in 0..255 -> (batch, K, H, W) class scores."""
+        return self.scores(maskige, self.palette)
 
 
 class LearnedInverse(nn.Module):
@@ -67,13 +59,6 @@ class LearnedInverse(nn.Module):
         return self.classifier(hidden_states)
 
 
-INVERSE_CLASSES: dict[str, type[nn.Module]] = {
-    "nearest": NearestColorInverse,
-    "least_squares": LeastSquaresInverse,
-    "learned": LearnedInverse,
-}
-
-
 def build_inverse(config: GSSConfig) -> nn.Module:
     """The X^-1 module named by `config.inverse_type`."""
-    return INVERSE_CLASSES[config.inverse_type](config)
+    return LearnedInverse(config) if config.inverse_type == "learned" else TrainingFreeInverse(config)

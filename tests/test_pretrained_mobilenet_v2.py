@@ -12,11 +12,11 @@ from PIL import Image
 from torch import nn
 from transformers import MobileNetV2ForImageClassification, MobileNetV2Model
 
-from gss_hf import GSSConfig, GSSForSemanticSegmentation
+from gss_hf import GSSConfig, GSSForSemanticSegmentation, GSSImageProcessor
 from gss_hf.pretrained_mobilenet_v2 import (
-    gss_model_with_imagenet_mobilenet_v2,
     WEIGHTS_PACKAGE_INSTALL_COMMAND,
     convert_torchvision_mobilenet_v2_state_dict,
+    gss_model_with_imagenet_mobilenet_v2,
     load_imagenet_mobilenet_v2,
     torchvision_mobilenet_v2_config,
     torchvision_mobilenet_v2_weights_path,
@@ -224,7 +224,7 @@ def test_imagenet_classifier_recognises_camvid_street_scenes(camvid_dir, imagene
     assert not any(recognises_street_scene(photo_logits) for photo_logits in random_logits)
 
 
-def test_gss_model_starts_from_the_imagenet_backbone_and_keeps_pytorch_batch_norm_momentum(tmp_path):
+def test_gss_model_starts_from_the_imagenet_backbone(torchvision_state_dict, tmp_path):
     config = GSSConfig.from_preset("gss-mobilenetv2-camvid")
     model = gss_model_with_imagenet_mobilenet_v2(config)
     reference = load_imagenet_mobilenet_v2(MobileNetV2Model(torchvision_mobilenet_v2_config()))
@@ -238,3 +238,25 @@ def test_gss_model_starts_from_the_imagenet_backbone_and_keeps_pytorch_batch_nor
         gss_model_with_imagenet_mobilenet_v2(GSSConfig.from_preset(
             "gss-mobilenetv2-camvid", backbone_config={"model_type": "mobilenet_v2"}
         ))
+
+
+@pytest.mark.slow
+def test_camvid_photo_and_labels_through_processor_and_the_cpu_preset(torchvision_state_dict, camvid_dir):
+    """The real path of stage II and of inference: CamVid photo + label map -> processor -> preset model."""
+    photo_path = sorted((camvid_dir / "val").glob("*.png"))[0]
+    labels = np.array(Image.open(camvid_dir / "valannot" / photo_path.name))
+    labels[labels == 11] = 255  # CamVid's void
+    processor = GSSImageProcessor(size={"height": 360, "width": 480})
+    inputs = processor(images=Image.open(photo_path), segmentation_maps=labels, return_tensors="pt")
+    torch.manual_seed(0)
+    model = gss_model_with_imagenet_mobilenet_v2(GSSConfig.from_preset("gss-mobilenetv2-camvid")).train()
+    output = model(**inputs)
+    assert torch.isfinite(output.loss) and output.loss > 0
+    output.loss.backward()
+    assert model.prior_head.classifier.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        prediction = model(inputs["pixel_values"])
+    segmentation = processor.post_process_semantic_segmentation(prediction, target_sizes=[(720, 960)])[0]
+    assert segmentation.shape == (720, 960)
+    assert set(segmentation.unique().tolist()) <= set(model.config.id2label)
