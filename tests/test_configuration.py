@@ -124,6 +124,10 @@ def test_any_transformers_backbone_config_is_accepted(backbone_config):
         ({"backbone_config": SwinConfig(), "backbone_hidden_state_indices": [1, 2]},
          r"`backbone_hidden_state_indices` is only for backbones without a Backbone class"),
         ({"backbone_hidden_state_indices": [-1]}, r"`backbone_hidden_state_indices` must list the hidden states"),
+        ({"sliding_window_stride": 800}, r"`sliding_window_stride` \(800\) must not exceed `sliding_window_crop_size`"),
+        ({"sliding_window_batch_size": 0}, r"`sliding_window_batch_size` must be a positive integer"),
+        ({"token_chunk_size": 0}, r"`token_chunk_size` must be a positive integer"),
+        ({"inverse_hidden_size": 100, "inverse_intermediate_size": 29}, r"`inverse_intermediate_size` must be a simple"),
     ],
 )
 def test_invalid_configs_raise_value_errors_naming_the_field(kwargs, match):
