@@ -320,7 +320,9 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
     def predict(
         self, pixel_values: torch.Tensor, sliding_window: bool = False, output_token_logits: bool = False
     ) -> GSSSemanticSegmenterOutput:
-        """Argmax tokens -> decode -> X^-1, on the whole image or on overlapping crops."""
+        """Inference alone (what `forward` does without labels): argmax tokens -> decode -> X^-1, on the whole image
+        or on overlapping crops. Stage III takes its predicted maskiges from here."""
+        pixel_values = self._check_pixel_values(pixel_values)
         if sliding_window:
             return self._predict_sliding_window(pixel_values)
         return self._predict_whole(pixel_values, output_token_logits)
