@@ -62,16 +62,19 @@ class GSSBackbone(nn.Module):
         self.model.eval()
         parameter = next(self.model.parameters())
         probe = torch.zeros(1, 3, 64, 64, device=parameter.device, dtype=parameter.dtype)
-        if self.hidden_state_indices is not None:
-            num_hidden_states = len(self.model(probe, output_hidden_states=True).hidden_states)
-            out_of_range = [index for index in self.hidden_state_indices if index >= num_hidden_states]
-            if out_of_range:
-                raise ValueError(
-                    f"`backbone_hidden_state_indices` {self.hidden_state_indices} asks for hidden states "
-                    f"{out_of_range}, but the {self.model.config.model_type!r} backbone returns {num_hidden_states}."
-                )
         with torch.enable_grad():
-            features = self(probe)
+            outputs = self.model(probe, output_hidden_states=True)
+            if self.hidden_state_indices is None:
+                features = list(outputs.feature_maps)
+            else:
+                out_of_range = [i for i in self.hidden_state_indices if i >= len(outputs.hidden_states)]
+                if out_of_range:
+                    raise ValueError(
+                        f"`backbone_hidden_state_indices` {self.hidden_state_indices} asks for hidden states "
+                        f"{out_of_range}, but the {self.model.config.model_type!r} backbone returns "
+                        f"{len(outputs.hidden_states)}."
+                    )
+                features = [outputs.hidden_states[index] for index in self.hidden_state_indices]
             named_parameters = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
             gradients = torch.autograd.grad(
                 sum(level.sum() for level in features), [p for _, p in named_parameters], allow_unused=True

@@ -15,19 +15,16 @@ from transformers.models.swin.modeling_swin import SwinStage
 def window_transformer_config(
     hidden_size: int, num_heads: int, window_size: int, intermediate_size: int, attn_implementation: str | None
 ) -> SwinConfig:
-    """The `SwinConfig` whose block hyper-parameters are the given ones (no dropout, GELU, qkv bias)."""
-    mlp_ratio = intermediate_size / hidden_size
-    if int(mlp_ratio * hidden_size) != intermediate_size:
-        raise ValueError(
-            f"The MLP width {intermediate_size} is not representable as a ratio of the width {hidden_size}: choose "
-            "an intermediate size that is a multiple of the hidden size (or a simple fraction of it)."
-        )
+    """The `SwinConfig` whose block hyper-parameters are the given ones (no dropout, GELU, qkv bias).
+
+    Swin takes the MLP width as a ratio of `hidden_size`; `GSSConfig` checks that the ratio gives it back exactly.
+    """
     config = SwinConfig(
         embed_dim=hidden_size,
         depths=[1],
         num_heads=[num_heads],
         window_size=window_size,
-        mlp_ratio=mlp_ratio,
+        mlp_ratio=intermediate_size / hidden_size,
         qkv_bias=True,
         hidden_act="gelu",
         hidden_dropout_prob=0.0,

@@ -94,12 +94,15 @@ def chunked_token_cross_entropy(
 def chunked_token_argmax(
     features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, chunk_size: int = 1024
 ) -> torch.LongTensor:
-    """Per-token argmax of the linear classifier: (batch, channels, h, w) -> (batch, h, w) codebook indices."""
+    """Per-token argmax of the linear classifier: (batch, channels, h, w) -> (batch, h, w) codebook indices.
+
+    Walks over the grid positions of all images at once, reading the features in place (no channels-last copy).
+    """
     batch, channels, height, width = features.shape
-    tokens = features.permute(0, 2, 3, 1).reshape(-1, channels)
-    token_ids = torch.empty(tokens.shape[0], dtype=torch.long, device=features.device)
-    for start in range(0, tokens.shape[0], chunk_size):
-        token_ids[start : start + chunk_size] = nn.functional.linear(
-            tokens[start : start + chunk_size], weight, bias
-        ).argmax(dim=1)
+    flat = features.flatten(2)
+    token_ids = torch.empty(batch, height * width, dtype=torch.long, device=features.device)
+    positions_per_chunk = max(1, chunk_size // batch)
+    for start in range(0, height * width, positions_per_chunk):
+        chunk = flat[:, :, start : start + positions_per_chunk].transpose(1, 2)
+        token_ids[:, start : start + positions_per_chunk] = nn.functional.linear(chunk, weight, bias).argmax(dim=2)
     return token_ids.reshape(batch, height, width)
