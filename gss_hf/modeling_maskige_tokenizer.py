@@ -33,12 +33,15 @@ class MaskigeTokenizerOutput(ModelOutput):
             The codebook index of every token.
         quantization_loss (`torch.FloatTensor` of shape `()`):
             The VQ codebook + commitment loss of `VQModel`'s quantizer.
+        latents (`torch.FloatTensor` of shape `(batch, codebook_dim, height / token_stride, width / token_stride)`):
+            The encoder's output before quantisation (stage I re-seeds unused codebook entries from these).
     """
 
     reconstruction: torch.FloatTensor | None = None
     decoder_logits: torch.FloatTensor | None = None
     token_ids: torch.LongTensor | None = None
     quantization_loss: torch.FloatTensor | None = None
+    latents: torch.FloatTensor | None = None
 
 
 class MaskigeTokenizer(nn.Module):
@@ -128,10 +131,15 @@ class MaskigeTokenizer(nn.Module):
 
     def forward(self, maskige: torch.Tensor) -> MaskigeTokenizerOutput:
         """The stage-I training pass: encode, quantise (straight-through gradients) and decode."""
-        quantized, loss, token_ids = self.quantize(self.encode_to_latents(maskige))
+        latents = self.encode_to_latents(maskige)
+        quantized, loss, token_ids = self.quantize(latents)
         reconstruction, logits = self.decode_latents(quantized)
         return MaskigeTokenizerOutput(
-            reconstruction=reconstruction, decoder_logits=logits, token_ids=token_ids, quantization_loss=loss
+            reconstruction=reconstruction,
+            decoder_logits=logits,
+            token_ids=token_ids,
+            quantization_loss=loss,
+            latents=latents,
         )
 
     def _check_token_ids(self, token_ids: torch.Tensor) -> None:

@@ -41,6 +41,8 @@ def test_forward_reconstructs_and_passes_gradients_straight_through(tokenizer, m
     assert output.reconstruction.shape == maskige.shape
     assert output.decoder_logits.shape == maskige.shape
     assert torch.equal(output.token_ids, tokenizer.eval().encode(maskige))
+    assert torch.equal(output.latents, tokenizer.encode_to_latents(maskige))
+    assert output.latents.shape[1] == tokenizer.codebook_dim
     tokenizer.train()
     (output.reconstruction.mean() + output.quantization_loss).backward()
     assert tokenizer.vqmodel.encoder.conv_in.weight.grad.abs().sum() > 0

@@ -1,0 +1,322 @@
+"""The training and evaluation scripts, run as users run them (subprocesses, `accelerate launch` for two processes)
+on a generated tiny dataset, and on CamVid (slow, skipped without it)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from gss_hf import GSSForSemanticSegmentation
+from tiny_models import NUM_TINY_LABELS, tiny_gss_config
+
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINING = REPO / "training"
+sys.path.insert(0, str(TRAINING))
+
+from training_common import (  # noqa: E402
+    TRAINING_STATE_FILE,
+    find_checkpoint,
+    make_optimizer_and_schedule,
+    parameter_groups,
+)
+
+
+VOID = 11
+TINY_SIZE = (32, 48)
+TINY_DATA = ["--void_value", str(VOID), "--crop_size", *map(str, TINY_SIZE), "--per_device_train_batch_size", "2",
+             "--per_device_eval_batch_size", "2"]  # fmt: skip
+
+
+def write_tiny_camvid(root: Path, num_train: int = 6, num_val: int = 3, seed: int = 0) -> Path:
+    """CamVid's layout with photos whose colour follows the class, so a few steps already learn something."""
+    rng = np.random.default_rng(seed)
+    class_colors = rng.integers(0, 256, (NUM_TINY_LABELS, 3))
+    for split, count in (("train", num_train), ("val", num_val)):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for index in range(count):
+            labels = np.full(TINY_SIZE, rng.integers(NUM_TINY_LABELS), dtype=np.uint8)
+            for _ in range(4):
+                top, left = rng.integers(0, TINY_SIZE[0] - 8), rng.integers(0, TINY_SIZE[1] - 8)
+                labels[top : top + rng.integers(4, 16), left : left + rng.integers(4, 20)] = rng.integers(
+                    NUM_TINY_LABELS
+                )
+            labels[:2, :2] = VOID
+            photo = class_colors[np.minimum(labels, NUM_TINY_LABELS - 1)] + rng.integers(-20, 20, (*TINY_SIZE, 3))
+            Image.fromarray(photo.clip(0, 255).astype(np.uint8)).save(root / split / f"{index:03d}.png")
+            Image.fromarray(labels).save(root / f"{split}annot" / f"{index:03d}.png")
+    return root
+
+
+def run_script(script: str, *arguments: str, launcher: list[str] | None = None, check: bool = True):
+    command = [*(launcher or [sys.executable]), str(TRAINING / script), *map(str, arguments)]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=REPO, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return write_tiny_camvid(tmp_path_factory.mktemp("tiny") / "camvid")
+
+
+@pytest.fixture(scope="module")
+def tiny_config_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("config")
+    tiny_gss_config(inverse_type="learned").save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer(tiny_data, tiny_config_dir, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("posterior")
+    run_script(
+        "train_posterior.py", "--config_name", tiny_config_dir, "--data_dir", tiny_data, *TINY_DATA,
+        "--output_dir", output, "--max_train_steps", "4", "--reseed_dead_codes_every", "2",
+        "--num_synthetic_samples", "4",
+    )  # fmt: skip
+    return output
+
+
+def prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, output_dir, steps: int = 4) -> list:
+    return ["--config_name", tiny_config_dir, "--tokenizer_path", tiny_tokenizer, "--data_dir", tiny_data, *TINY_DATA,
+            "--output_dir", output_dir, "--max_train_steps", str(steps)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("prior")
+    run_script("train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, output))
+    return output
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The three stages and the evaluation script
+# ----------------------------------------------------------------------------------------------------------------
+def test_posterior_saves_a_tokenizer_with_reconstruction_and_codebook_scores(tiny_tokenizer):
+    from diffusers import VQModel
+
+    assert isinstance(VQModel.from_pretrained(tiny_tokenizer), VQModel)
+    scores = json.loads((tiny_tokenizer / "eval_results.json").read_text())
+    assert 0.0 <= scores["mean_iou"] <= 1.0
+    assert 1 <= scores["live_codes"] <= scores["codebook_size"]
+    assert 1.0 <= scores["perplexity"] <= scores["live_codes"] + 1e-6
+    assert "train_posterior.py" in (tiny_tokenizer / "README.md").read_text()
+
+
+def test_prior_saves_a_complete_model_whose_scores_the_evaluation_script_reproduces(tiny_prior, tiny_data):
+    from transformers import AutoModelForSemanticSegmentation
+
+    model = AutoModelForSemanticSegmentation.from_pretrained(tiny_prior)
+    assert isinstance(model, GSSForSemanticSegmentation)
+    assert (tiny_prior / "preprocessor_config.json").is_file()
+    saved = json.loads((tiny_prior / "eval_results.json").read_text())
+    result = run_script(
+        "evaluate_gss.py", "--model_name_or_path", tiny_prior, "--data_dir", tiny_data, "--void_value", VOID,
+        "--output_file", tiny_prior / "rerun.json",
+    )  # fmt: skip
+    rerun = json.loads((tiny_prior / "rerun.json").read_text())
+    assert rerun["mean_iou"] == pytest.approx(saved["mean_iou"])
+    assert rerun["per_category_iou"] == pytest.approx(saved["per_category_iou"], nan_ok=True)
+    assert "mean_iou" in result.stdout
+
+
+def test_inverse_trains_only_the_learned_inverse_and_saves_the_merged_model(tiny_prior, tiny_data, tmp_path):
+    run_script(
+        "train_inverse.py", "--model_name_or_path", tiny_prior, "--data_dir", tiny_data, *TINY_DATA,
+        "--output_dir", tmp_path, "--max_train_steps", "3", "--learning_rate", "1e-2",
+    )  # fmt: skip
+    before, after = load_file(tiny_prior / "model.safetensors"), load_file(tmp_path / "model.safetensors")
+    assert before.keys() == after.keys()
+    changed = {key for key in before if not torch.equal(before[key], after[key])}
+    assert changed and all(key.startswith("inverse.") for key in changed)
+    assert GSSForSemanticSegmentation.from_pretrained(tmp_path).config.inverse_type == "learned"
+
+
+def test_inverse_stage_switches_a_nearest_colour_model_to_a_learned_inverse(tiny_data, tiny_tokenizer, tmp_path):
+    config_dir = tmp_path / "config"
+    tiny_gss_config(inverse_type="nearest").save_pretrained(config_dir)
+    run_script("train_prior.py", *prior_arguments(tiny_data, config_dir, tiny_tokenizer, tmp_path / "ff", steps=1))
+    run_script("train_inverse.py", "--model_name_or_path", tmp_path / "ff", "--data_dir", tiny_data, *TINY_DATA,
+               "--output_dir", tmp_path / "ftw", "--max_train_steps", "1")  # fmt: skip
+    assert GSSForSemanticSegmentation.from_pretrained(tmp_path / "ftw").config.inverse_type == "learned"
+
+
+def test_tokenizer_reconstruction_evaluation(tiny_tokenizer, tiny_config_dir, tiny_data, tmp_path):
+    run_script(
+        "evaluate_gss.py", "--tokenizer_path", tiny_tokenizer, "--config_name", tiny_config_dir,
+        "--data_dir", tiny_data, "--void_value", VOID, "--output_file", tmp_path / "scores.json",
+    )  # fmt: skip
+    rerun = json.loads((tmp_path / "scores.json").read_text())
+    saved = json.loads((tiny_tokenizer / "eval_results.json").read_text())
+    assert rerun["mean_iou"] == pytest.approx(saved["mean_iou"])
+    assert rerun["live_codes"] == saved["live_codes"]
+
+
+@pytest.mark.parametrize("script", ["train_posterior", "train_prior", "train_inverse", "evaluate_gss"])
+def test_every_script_has_help(script, capsys):
+    module = __import__(script)
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse_args(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--data_dir" in text and "--dataset_name" in text and "accelerate launch" in text
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reliability: kill and resume, NaN, interrupted saves, offline push
+# ----------------------------------------------------------------------------------------------------------------
+def test_sigkill_then_resume_gives_bit_identical_weights(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path):
+    common = ["--checkpointing_steps", "3", "--resume_from_checkpoint", "latest", "--dataloader_num_workers", "1"]
+    uninterrupted = tmp_path / "uninterrupted"
+    run_script("train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, uninterrupted, 8), *common)
+
+    interrupted = tmp_path / "interrupted"
+    command = [sys.executable, str(TRAINING / "train_prior.py"),
+               *map(str, prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, interrupted, 8)), *common]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (interrupted / "checkpoint-3").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed between checkpoints"
+    assert not (interrupted / "model.safetensors").exists() and not (interrupted / "checkpoint-6").exists()
+
+    run_script("train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, interrupted, 8), *common)
+    expected, resumed = load_file(uninterrupted / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+    initial = load_file(interrupted / "checkpoint-3" / "model.safetensors")
+    assert not all(torch.equal(initial[key], resumed[key]) for key in initial)
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_checkpoints(
+    tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path
+):
+    result = run_script(
+        "train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path, 20),
+        "--learning_rate", "1e30", "--checkpointing_steps", "1", check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "NonFiniteLossError" in result.stderr and "at step" in result.stderr
+    step = int(result.stderr.split("at step ")[1].split(":")[0])
+    assert step > 1 and (tmp_path / f"checkpoint-{step - 1}" / TRAINING_STATE_FILE).is_file()
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_latest_ignores_partial_checkpoints_and_incomplete_ones_are_refused(tmp_path):
+    (tmp_path / "checkpoint-2").mkdir()
+    (tmp_path / "checkpoint-2" / TRAINING_STATE_FILE).write_text('{"completed_steps": 2}')
+    (tmp_path / ".checkpoint-4.partial").mkdir()
+    (tmp_path / "checkpoint-notanumber").mkdir()
+    assert find_checkpoint(tmp_path, "latest") == tmp_path / "checkpoint-2"
+    assert find_checkpoint(tmp_path / "empty", "latest") is None
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        find_checkpoint(tmp_path, str(tmp_path / ".checkpoint-4.partial"))
+
+
+def test_offline_push_fails_fast_and_keeps_the_local_model(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path):
+    start = time.monotonic()
+    result = run_script(
+        "train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path, 1),
+        "--push_to_hub", "--hub_model_id", "someone/gss-tiny", check=False,
+    )  # fmt: skip
+    assert result.returncode != 0 and "someone/gss-tiny" in result.stderr
+    assert time.monotonic() - start < 120
+    assert GSSForSemanticSegmentation.from_pretrained(tmp_path) is not None
+    card = (tmp_path / "README.md").read_text()
+    assert "mean_iou" in card and "--push_to_hub" in card
+
+
+def test_push_without_a_repository_id_is_refused_before_training(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path):
+    result = run_script("train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path, 1),
+                        "--push_to_hub", check=False)  # fmt: skip
+    assert result.returncode != 0 and "--hub_model_id" in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Two processes (gloo on CPU), through `accelerate launch`
+# ----------------------------------------------------------------------------------------------------------------
+TWO_PROCESSES = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+
+
+def test_two_process_evaluation_equals_one_process(tiny_prior, tiny_data, tmp_path):
+    arguments = ["--model_name_or_path", tiny_prior, "--data_dir", tiny_data, "--void_value", VOID]
+    run_script("evaluate_gss.py", *arguments, "--output_file", tmp_path / "one.json")
+    run_script("evaluate_gss.py", *arguments, "--output_file", tmp_path / "two.json", launcher=TWO_PROCESSES)
+    one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
+    assert two["mean_iou"] == pytest.approx(one["mean_iou"])
+    assert two["overall_accuracy"] == pytest.approx(one["overall_accuracy"])
+
+
+def test_two_process_training_runs_and_saves_once(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path):
+    run_script("train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path, 2),
+               "--checkpointing_steps", "1", launcher=TWO_PROCESSES)  # fmt: skip
+    assert (tmp_path / "checkpoint-2" / "random_states_1.pkl").exists()
+    assert GSSForSemanticSegmentation.from_pretrained(tmp_path) is not None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Optimiser pieces
+# ----------------------------------------------------------------------------------------------------------------
+def test_norms_and_position_tables_get_no_weight_decay():
+    model = GSSForSemanticSegmentation(tiny_gss_config())
+    decayed, not_decayed = parameter_groups(model, weight_decay=0.01)
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    not_decayed_names = {names[id(parameter)] for parameter in not_decayed["params"]}
+    decayed_names = {names[id(parameter)] for parameter in decayed["params"]}
+    assert any("relative_position_bias_table" in name for name in not_decayed_names)
+    assert any("layernorm" in name for name in not_decayed_names)
+    assert all("relative_position_bias_table" not in name and "norm" not in name for name in decayed_names)
+    assert "prior_head.classifier.weight" in decayed_names
+    assert not any(name.startswith("tokenizer.") for name in decayed_names | not_decayed_names)
+    assert not_decayed["weight_decay"] == 0.0 and decayed["weight_decay"] == 0.01
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    from argparse import Namespace
+
+    model = torch.nn.Linear(2, 2)
+    args = Namespace(learning_rate=1.0, weight_decay=0.0, warmup_steps=2, max_train_steps=6, poly_power=1.0)
+    optimizer, schedule = make_optimizer_and_schedule(model, args, num_processes=1)
+    rates = []
+    for _ in range(6):
+        rates.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    assert rates[:3] == [0.0, 0.5, 1.0]
+    assert rates[3] > rates[4] > rates[5] > 0
+    assert schedule.get_last_lr()[0] == 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CamVid, a few steps of every stage (slow)
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_every_stage_runs_on_camvid(camvid_dir, tmp_path):
+    camvid = ["--data_dir", camvid_dir, "--void_value", VOID, "--crop_size", "96", "128", "--max_eval_samples", "4",
+              "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2", "--max_train_steps", "2"]  # fmt: skip
+    run_script("train_posterior.py", "--config_name", "gss-mobilenetv2-camvid", *camvid, "--output_dir", tmp_path / "I")
+    run_script("train_prior.py", "--config_name", "gss-mobilenetv2-camvid", "--tokenizer_path", tmp_path / "I",
+               "--pretrained_backbone", "imagenet-mobilenet-v2", *camvid, "--output_dir", tmp_path / "II")  # fmt: skip
+    run_script("train_inverse.py", "--model_name_or_path", tmp_path / "II", *camvid, "--output_dir", tmp_path / "III")
+    scores = json.loads((tmp_path / "III" / "eval_results.json").read_text())
+    assert set(scores["per_category_iou_by_name"]) == {"sky", "building", "pole", "road", "pavement", "tree",
+        "sign_symbol", "fence", "car", "pedestrian", "bicyclist"}  # fmt: skip
+    assert 0.0 <= scores["mean_iou"] <= 1.0

@@ -1,0 +1,120 @@
+"""Stage II: train the latent prior (backbone, MLA prior head, auxiliary head) against the frozen stage-I tokenizer.
+
+    accelerate launch training/train_prior.py --config_name gss-mobilenetv2-camvid --tokenizer_path outputs/tokenizer \
+        --pretrained_backbone imagenet-mobilenet-v2 --data_dir ../shared/data/camvid --void_value 11 \
+        --output_dir outputs/gss-camvid-prior
+
+Loss (spec §4): 0.8 x token cross-entropy against the tokenised, filled label map + 0.2 x auxiliary pixel
+cross-entropy. The output folder is a complete GSS model (`from_pretrained`, pipeline, `trust_remote_code`) whose
+X^-1 is the config's: nearest colour (GSS-FF), or an untrained learned X^-1 for `train_inverse.py` to fit.
+"""
+
+import argparse
+import json
+
+from gss_hf import GSSForSemanticSegmentation, GSSImageProcessor, MaskigeTokenizer
+from gss_hf.pretrained_mobilenet_v2 import gss_model_with_imagenet_mobilenet_v2
+from evaluate_gss import evaluate_segmentation
+from segmentation_data import (
+    SegmentationAugmentation,
+    SegmentationEvalDataset,
+    SegmentationTrainDataset,
+    add_data_arguments,
+    collate_segmentation,
+    load_splits_from_args,
+)
+from training_common import (
+    add_training_arguments,
+    check_training_arguments,
+    finish,
+    load_gss_config,
+    make_accelerator,
+    make_optimizer_and_schedule,
+    make_train_dataloader,
+    train,
+)
+
+
+PRETRAINED_BACKBONES = ("none", "imagenet-mobilenet-v2")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = parser.add_argument_group("model")
+    start = model.add_mutually_exclusive_group(required=True)
+    start.add_argument("--config_name", help="GSS preset (e.g. gss-mobilenetv2-camvid) or config folder.")
+    start.add_argument("--model_name_or_path", help="Continue training a saved GSS model (folder or Hub id).")
+    model.add_argument("--config_overrides", default=None, help='JSON of GSSConfig fields, e.g. \'{"prior_depth": 2}\'.')
+    model.add_argument("--tokenizer_path", help="The stage-I tokenizer (diffusers folder); needed with --config_name.")
+    model.add_argument("--pretrained_backbone", choices=PRETRAINED_BACKBONES, default="none",
+                       help="Start the backbone from these weights (with --config_name).")  # fmt: skip
+    model.add_argument("--sliding_window", action="store_true", help="Validate with sliding-window inference.")
+    add_data_arguments(parser)
+    add_training_arguments(parser, learning_rate=6e-4, max_train_steps=2000)
+    args = parser.parse_args(argv)
+    check_training_arguments(args)
+    if args.config_name and not args.tokenizer_path:
+        parser.error("--config_name needs --tokenizer_path: the prior learns the tokens of a trained tokenizer.")
+    return args
+
+
+def build_model(args: argparse.Namespace) -> GSSForSemanticSegmentation:
+    """A saved GSS model, or a fresh one around the stage-I tokenizer (and a pretrained backbone when asked)."""
+    if args.model_name_or_path:
+        return GSSForSemanticSegmentation.from_pretrained(args.model_name_or_path)
+    config = load_gss_config(args.config_name)
+    for key, value in json.loads(args.config_overrides or "{}").items():
+        setattr(config, key, value)
+    config.check_gss_settings()
+    if args.pretrained_backbone == "imagenet-mobilenet-v2":
+        model = gss_model_with_imagenet_mobilenet_v2(config)
+    else:
+        model = GSSForSemanticSegmentation(config)
+    model.load_tokenizer(MaskigeTokenizer.from_pretrained(args.tokenizer_path))
+    return model
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    accelerator = make_accelerator(args, project_name="gss-prior")
+    model = build_model(args)
+    config = model.config
+    if any(size % config.token_stride for size in args.crop_size):
+        raise ValueError(f"--crop_size {args.crop_size} must be divisible by the token stride {config.token_stride}.")
+    processor = GSSImageProcessor(size={"height": args.crop_size[0], "width": args.crop_size[1]})
+    splits = load_splits_from_args(args)
+    labels = {"void_value": args.void_value, "reduce_labels": args.reduce_labels, "num_labels": config.num_labels}
+    normalisation = {"image_mean": processor.image_mean, "image_std": processor.image_std}
+    train_dataset = SegmentationTrainDataset(
+        splits[args.train_split], SegmentationAugmentation(tuple(args.crop_size)), args.seed, **normalisation, **labels
+    )
+    eval_dataset = SegmentationEvalDataset(splits[args.validation_split], **normalisation, **labels)
+    dataloader, _ = make_train_dataloader(train_dataset, args, collate_segmentation)
+    optimizer, schedule = make_optimizer_and_schedule(model, args, accelerator.num_processes)
+    model, optimizer, schedule, dataloader = accelerator.prepare(model, optimizer, schedule, dataloader)
+
+    def loss_function(batch: dict) -> tuple:
+        outputs = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
+        return outputs.loss, {"token_loss": outputs.token_loss.item(), "auxiliary_loss": outputs.auxiliary_loss.item()}
+
+    train(accelerator, args, model, optimizer, schedule, dataloader, loss_function)
+    trained = accelerator.unwrap_model(model)
+    metrics = evaluate_segmentation(
+        accelerator, trained, eval_dataset, args.per_device_eval_batch_size, args.sliding_window
+    )
+    accelerator.print(json.dumps({key: metrics[key] for key in ("mean_iou", "mean_accuracy", "overall_accuracy")}))
+
+    def save(output_dir) -> None:
+        trained.save_pretrained(output_dir)
+        processor.save_pretrained(output_dir)
+
+    finish(
+        accelerator, args, save, metrics,
+        model_description=f"GSS prior (stage II) with X^-1 = {config.inverse_type}.",
+        base_model=args.model_name_or_path,
+    )  # fmt: skip
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
