@@ -179,28 +179,29 @@ def test_every_script_has_help(script, capsys):
 # Reliability: kill and resume, NaN, interrupted saves, offline push
 # ----------------------------------------------------------------------------------------------------------------
 def test_sigkill_then_resume_gives_bit_identical_weights(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path):
-    common = ["--checkpointing_steps", "3", "--resume_from_checkpoint", "latest", "--dataloader_num_workers", "1"]
+    # 6 photos in batches of 2: 3 batches an epoch, so checkpoint-5 falls in the middle of the second epoch.
+    common = ["--checkpointing_steps", "5", "--resume_from_checkpoint", "latest", "--dataloader_num_workers", "1"]
     uninterrupted = tmp_path / "uninterrupted"
-    run_script("train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, uninterrupted, 8), *common)
+    run_script("train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, uninterrupted, 9), *common)
 
     interrupted = tmp_path / "interrupted"
     command = [sys.executable, str(TRAINING / "train_prior.py"),
-               *map(str, prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, interrupted, 8)), *common]  # fmt: skip
+               *map(str, prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, interrupted, 9)), *common]  # fmt: skip
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 300
-    while not (interrupted / "checkpoint-3").exists() and process.poll() is None and time.monotonic() < deadline:
+    while not (interrupted / "checkpoint-5").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed between checkpoints"
-    assert not (interrupted / "model.safetensors").exists() and not (interrupted / "checkpoint-6").exists()
+    assert not (interrupted / "model.safetensors").exists()
 
-    run_script("train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, interrupted, 8), *common)
+    run_script("train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, interrupted, 9), *common)
     expected, resumed = load_file(uninterrupted / "model.safetensors"), load_file(interrupted / "model.safetensors")
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[key], resumed[key]) for key in expected)
-    initial = load_file(interrupted / "checkpoint-3" / "model.safetensors")
+    initial = load_file(interrupted / "checkpoint-5" / "model.safetensors")
     assert not all(torch.equal(initial[key], resumed[key]) for key in initial)
 
 
