@@ -142,15 +142,27 @@ def push_to_hub(
         raise FileNotFoundError(f"Nothing to push: {output_dir} is not a folder.")
     if constants.HF_HUB_OFFLINE:
         raise _push_failed(output_dir, hub_model_id, "HF_HUB_OFFLINE is set, so huggingface_hub makes no request.")
+    if not hub_is_reachable():
+        reason = f"the Hub ({constants.ENDPOINT}) did not answer within {HUB_RESPONSE_TIMEOUT_S:g} s."
+        raise _push_failed(output_dir, hub_model_id, reason)
     api = HfApi(token=token)
     try:
-        # Any HTTP answer will do: this only bounds the wait for a Hub that is down, filtered or hanging.
-        get_session().head(api.endpoint, timeout=HUB_RESPONSE_TIMEOUT_S)
         repo_url = api.create_repo(hub_model_id, repo_type="model", exist_ok=True)
         api.upload_folder(repo_id=hub_model_id, folder_path=output_dir, commit_message=commit_message)
     except (HTTPError, OSError) as error:  # network, HTTP status, offline mode and missing-token errors
         raise _push_failed(output_dir, hub_model_id, f"{type(error).__name__}: {error}") from error
     return str(repo_url)
+
+
+def hub_is_reachable() -> bool:
+    """One request to the Hub, bounded by `HUB_RESPONSE_TIMEOUT_S` and without retries, through huggingface_hub's
+    session (so its proxy settings apply). Any HTTP answer counts: this only spots a Hub that is down, filtered or
+    silent, for which huggingface_hub's client would wait forever and `datasets` would retry for about 20 s."""
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_RESPONSE_TIMEOUT_S)
+    except Exception:  # the HTTP client's DNS, connection and timeout errors share no standard base class
+        return False
+    return True
 
 
 def _push_failed(output_dir: Path, hub_model_id: str, reason: str) -> RuntimeError:

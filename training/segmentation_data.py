@@ -21,6 +21,7 @@ import PIL.ImageDraw
 import torch
 
 from gss_hf import IGNORE_INDEX
+from hub_utils import hub_is_reachable
 
 
 __all__ = [
@@ -50,7 +51,6 @@ ACCEPTED_LAYOUTS = (
 )
 # Decoding is left to `read_image` / `read_label_map`, so that a broken file is named when it is read.
 IMAGE_FILE = datasets.Image(decode=False)
-HUB_PROBE_TIMEOUT_S = 2.0
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 SINGLE_CHANNEL_LABEL_MODES = ("1", "L", "P") + SIXTEEN_BIT_MODES
 CROP_TRIES = 10  # mmseg's RandomCrop tries this many crops for one that satisfies cat_max_ratio
@@ -161,15 +161,6 @@ def load_hub_dataset(dataset_name: str, dataset_config_name: str | None) -> data
             f"Cannot load the dataset {dataset_name!r}: {reason}. For a local folder pass --data_dir instead of "
             "--dataset_name."
         ) from error
-
-
-def hub_is_reachable() -> bool:
-    """One request to the Hub, without retries, through huggingface_hub's session (so its proxy settings apply)."""
-    try:
-        huggingface_hub.get_session().head(huggingface_hub.constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT_S)
-    except Exception:  # the HTTP client's DNS, connection and timeout errors share no standard base class
-        return False
-    return True
 
 
 def standardize_splits(

@@ -20,16 +20,8 @@ import torch
 from accelerate.utils import broadcast
 
 from gss_hf import GSSImageProcessor, MaskigeTokenizer, maskige_from_labels, maskige_to_tokenizer_pixels
-from evaluate_gss import evaluate_reconstruction
-from segmentation_data import (
-    SegmentationAugmentation,
-    SegmentationEvalDataset,
-    SegmentationTrainDataset,
-    SyntheticLabelDataset,
-    add_data_arguments,
-    collate_segmentation,
-    load_splits_from_args,
-)
+from segmentation_data import SyntheticLabelDataset, add_data_arguments, collate_segmentation
+from segmentation_evaluation import evaluate_reconstruction
 from segmentation_metrics import count_tokens
 from training_common import (
     add_training_arguments,
@@ -37,6 +29,7 @@ from training_common import (
     finish,
     load_gss_config,
     make_accelerator,
+    make_datasets,
     make_optimizer_and_schedule,
     make_train_dataloader,
     train,
@@ -120,19 +113,12 @@ def main(argv: list[str] | None = None) -> dict:
         tokenizer = MaskigeTokenizer.from_config(config.tokenizer_config)
     if any(size % tokenizer.token_stride for size in args.crop_size):
         raise ValueError(f"--crop_size {args.crop_size} must be divisible by the token stride {tokenizer.token_stride}.")
-    splits = load_splits_from_args(args)
-    labels = {"void_value": args.void_value, "reduce_labels": args.reduce_labels, "num_labels": config.num_labels}
-    normalisation = {"image_mean": GSSImageProcessor.image_mean, "image_std": GSSImageProcessor.image_std}
-    real = SegmentationTrainDataset(
-        splits[args.train_split], SegmentationAugmentation(tuple(args.crop_size)), args.seed, with_images=False,
-        **normalisation, **labels,
-    )  # fmt: skip
+    real, eval_dataset = make_datasets(args, config.num_labels, GSSImageProcessor(), with_images=False)
     synthetic = None
     if args.num_synthetic_samples:
         synthetic = SyntheticLabelDataset(args.num_synthetic_samples, tuple(args.crop_size), config.num_labels, args.seed)
     train_dataset = RealAndSyntheticLabels(real, synthetic)
-    eval_dataset = SegmentationEvalDataset(splits[args.validation_split], **normalisation, **labels)
-    dataloader, _ = make_train_dataloader(train_dataset, args, collate_segmentation)
+    dataloader = make_train_dataloader(train_dataset, args, collate_segmentation)
     optimizer, schedule = make_optimizer_and_schedule(tokenizer, args, accelerator.num_processes)
     model, optimizer, schedule, dataloader = accelerator.prepare(tokenizer, optimizer, schedule, dataloader)
     reseeder = DeadCodeReseeder(tokenizer, accelerator, args.reseed_dead_codes_every, args.seed)

@@ -14,21 +14,14 @@ import json
 
 from gss_hf import GSSForSemanticSegmentation, GSSImageProcessor, MaskigeTokenizer
 from gss_hf.pretrained_mobilenet_v2 import gss_model_with_imagenet_mobilenet_v2
-from evaluate_gss import evaluate_segmentation
-from segmentation_data import (
-    SegmentationAugmentation,
-    SegmentationEvalDataset,
-    SegmentationTrainDataset,
-    add_data_arguments,
-    collate_segmentation,
-    load_splits_from_args,
-)
+from segmentation_data import add_data_arguments, collate_segmentation
 from training_common import (
     add_training_arguments,
     check_training_arguments,
-    finish,
+    evaluate_and_save_gss_model,
     load_gss_config,
     make_accelerator,
+    make_datasets,
     make_optimizer_and_schedule,
     make_train_dataloader,
     train,
@@ -82,14 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
     if any(size % config.token_stride for size in args.crop_size):
         raise ValueError(f"--crop_size {args.crop_size} must be divisible by the token stride {config.token_stride}.")
     processor = GSSImageProcessor(size={"height": args.crop_size[0], "width": args.crop_size[1]})
-    splits = load_splits_from_args(args)
-    labels = {"void_value": args.void_value, "reduce_labels": args.reduce_labels, "num_labels": config.num_labels}
-    normalisation = {"image_mean": processor.image_mean, "image_std": processor.image_std}
-    train_dataset = SegmentationTrainDataset(
-        splits[args.train_split], SegmentationAugmentation(tuple(args.crop_size)), args.seed, **normalisation, **labels
-    )
-    eval_dataset = SegmentationEvalDataset(splits[args.validation_split], **normalisation, **labels)
-    dataloader, _ = make_train_dataloader(train_dataset, args, collate_segmentation)
+    train_dataset, eval_dataset = make_datasets(args, config.num_labels, processor)
+    dataloader = make_train_dataloader(train_dataset, args, collate_segmentation)
     optimizer, schedule = make_optimizer_and_schedule(model, args, accelerator.num_processes)
     model, optimizer, schedule, dataloader = accelerator.prepare(model, optimizer, schedule, dataloader)
 
@@ -98,22 +85,10 @@ def main(argv: list[str] | None = None) -> dict:
         return outputs.loss, {"token_loss": outputs.token_loss.item(), "auxiliary_loss": outputs.auxiliary_loss.item()}
 
     train(accelerator, args, model, optimizer, schedule, dataloader, loss_function)
-    trained = accelerator.unwrap_model(model)
-    metrics = evaluate_segmentation(
-        accelerator, trained, eval_dataset, args.per_device_eval_batch_size, args.sliding_window
-    )
-    accelerator.print(json.dumps({key: metrics[key] for key in ("mean_iou", "mean_accuracy", "overall_accuracy")}))
-
-    def save(output_dir) -> None:
-        trained.save_pretrained(output_dir)
-        processor.save_pretrained(output_dir)
-
-    finish(
-        accelerator, args, save, metrics,
+    return evaluate_and_save_gss_model(
+        accelerator, args, model, processor, eval_dataset,
         model_description=f"GSS prior (stage II) with X^-1 = {config.inverse_type}.",
-        base_model=args.model_name_or_path,
     )  # fmt: skip
-    return metrics
 
 
 if __name__ == "__main__":

@@ -26,9 +26,16 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_polynomial_decay_schedule_with_warmup
 
-from gss_hf import GSS_PRESETS, GSSConfig
+from gss_hf import GSS_PRESETS, GSSConfig, GSSForSemanticSegmentation, GSSImageProcessor
 from hub_utils import push_to_hub, training_command, write_model_card
-from segmentation_data import EpochSampler
+from segmentation_data import (
+    EpochSampler,
+    SegmentationAugmentation,
+    SegmentationEvalDataset,
+    SegmentationTrainDataset,
+    load_splits_from_args,
+)
+from segmentation_evaluation import evaluate_segmentation
 
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -151,26 +158,38 @@ def make_optimizer_and_schedule(
     return optimizer, schedule
 
 
+def make_datasets(
+    args: argparse.Namespace, num_labels: int, image_processor: GSSImageProcessor, with_images: bool = True
+) -> tuple[SegmentationTrainDataset, SegmentationEvalDataset]:
+    """The augmented training split and the validation split, normalised as `image_processor` does."""
+    splits = load_splits_from_args(args)
+    labels = {"void_value": args.void_value, "reduce_labels": args.reduce_labels, "num_labels": num_labels}
+    normalisation = {"image_mean": image_processor.image_mean, "image_std": image_processor.image_std}
+    augmentation = SegmentationAugmentation(tuple(args.crop_size))
+    train_dataset = SegmentationTrainDataset(
+        splits["train"], augmentation, args.seed, with_images=with_images, **normalisation, **labels
+    )
+    return train_dataset, SegmentationEvalDataset(splits["validation"], **normalisation, **labels)
+
+
 def make_train_dataloader(
     dataset: torch.utils.data.Dataset, args: argparse.Namespace, collate_fn: Callable
-) -> tuple[torch.utils.data.DataLoader, EpochSampler]:
+) -> torch.utils.data.DataLoader:
     """A DataLoader over (epoch, index) keys; its own generator keeps the global RNG untouched (exact resume)."""
-    sampler = EpochSampler(len(dataset), args.seed)
     if len(dataset) < args.per_device_train_batch_size:
         raise ValueError(
             f"The training split has {len(dataset)} samples, fewer than one batch "
             f"({args.per_device_train_batch_size}): lower --per_device_train_batch_size."
         )
-    dataloader = torch.utils.data.DataLoader(
+    return torch.utils.data.DataLoader(
         dataset,
         batch_size=args.per_device_train_batch_size,
-        sampler=sampler,
+        sampler=EpochSampler(len(dataset), args.seed),
         collate_fn=collate_fn,
         drop_last=True,
         num_workers=args.dataloader_num_workers,
         generator=torch.Generator().manual_seed(args.seed),
     )
-    return dataloader, sampler
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -344,3 +363,27 @@ def finish(
     if args.push_to_hub and accelerator.is_main_process:
         url = push_to_hub(output_dir, args.hub_model_id, token=args.hub_token)
         accelerator.print(f"Pushed to {url}")
+
+
+def evaluate_and_save_gss_model(
+    accelerator: Accelerator,
+    args: argparse.Namespace,
+    model: nn.Module,
+    image_processor: GSSImageProcessor,
+    eval_dataset: SegmentationEvalDataset,
+    model_description: str,
+) -> dict:
+    """Scores the trained (prepared) GSS model on the validation split, then saves it with its processor, scores and
+    card (`finish`). Returns the scores."""
+    trained: GSSForSemanticSegmentation = accelerator.unwrap_model(model)
+    metrics = evaluate_segmentation(
+        accelerator, trained, eval_dataset, args.per_device_eval_batch_size, args.sliding_window
+    )
+    accelerator.print(json.dumps({key: metrics[key] for key in ("mean_iou", "mean_accuracy", "overall_accuracy")}))
+
+    def save(output_dir: Path) -> None:
+        trained.save_pretrained(output_dir)
+        image_processor.save_pretrained(output_dir)
+
+    finish(accelerator, args, save, metrics, model_description, base_model=args.model_name_or_path)
+    return metrics
