@@ -4,7 +4,7 @@ Trains the `gss-mobilenetv2-camvid` tokenizer with `training/train_posterior.py`
 number of steps, then reports reconstruction mIoU on `val` (label map -> tokens -> maskige -> nearest colour), live
 codes and codebook perplexity, all from the script's own `eval_results.json`:
 
-    python benchmarks/posterior_codebook_remedies.py --steps 300
+    python benchmarks/posterior_codebook_remedies.py --steps 150
 
 Settings: the naive recipe that collapsed in an earlier experiment (lr 1e-3, no re-seeding), the same learning rate
 with re-seeding, and lr 3e-4 with and without re-seeding.
@@ -42,8 +42,8 @@ def train(setting: list[str], steps: int, crop: list[str], output_dir: Path) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--crop_size", nargs=2, default=["192", "256"], metavar=("HEIGHT", "WIDTH"))
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--crop_size", nargs=2, default=["96", "128"], metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--only", nargs="*", help="Run only these settings (by their table name).")
     args = parser.parse_args()
     if not CAMVID.is_dir():

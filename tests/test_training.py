@@ -175,6 +175,15 @@ def test_every_script_has_help(script, capsys):
     assert "--data_dir" in text and "--dataset_name" in text and "accelerate launch" in text
 
 
+def test_bf16_and_gradient_accumulation(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path):
+    run_script("train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path, 2),
+               "--mixed_precision", "bf16", "--gradient_accumulation_steps", "2", "--checkpointing_steps", "1")  # fmt: skip
+    # 2 optimiser steps of 2 batches each: the schedule and the checkpoints count optimiser steps.
+    assert sorted(path.name for path in tmp_path.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert torch.load(tmp_path / "checkpoint-2" / "scheduler.bin", weights_only=False)["last_epoch"] == 2
+    assert GSSForSemanticSegmentation.from_pretrained(tmp_path).dtype == torch.float32
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Reliability: kill and resume, NaN, interrupted saves, offline push
 # ----------------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import PIL.ImageDraw
 import torch
 
 from gss_hf import IGNORE_INDEX
+from gss_hf.image_processing_gss import to_rgb_uint8
 from hub_utils import hub_is_reachable
 
 
@@ -271,17 +272,14 @@ def open_entry(entry: dict, name: str, kind: str) -> PIL.Image.Image:
 
 
 def read_image(entry: dict, name: str) -> np.ndarray:
-    """A photo as (height, width, 3) uint8 RGB. Grey, palette, RGBA and CMYK photos are converted, 16-bit ones
-    rescaled to 8 bits; `name` stands for the photo in error messages when the entry has no file path."""
+    """A photo as (height, width, 3) uint8 RGB, converted exactly as `GSSImageProcessor` converts photos at
+    inference (grey, palette and RGBA to RGB, 16-bit rescaled), so that training sees what inference will see;
+    `name` stands for the photo in error messages when the entry has no file path."""
     image = open_entry(entry, name, "photo")
-    if image.mode in SIXTEEN_BIT_MODES:
-        grey = np.rint(np.asarray(image, dtype=np.float64) / 257).clip(0, 255).astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
-    if image.mode == "F":
-        raise ValueError(
-            f"The photo {describe_entry(entry, name)} holds floating-point pixels: save it as an 8- or 16-bit image."
-        )
-    return np.array(image.convert("RGB"))
+    try:
+        return np.moveaxis(to_rgb_uint8(image, index=0), 0, -1).copy()  # writable, (height, width, 3) contiguous
+    except ValueError as error:
+        raise ValueError(f"Cannot use the photo {describe_entry(entry, name)}: {error}") from error
 
 
 def read_label_map(

@@ -1,16 +1,3 @@
-# Copyright 2025 The gss_hf Authors.
-#
-# Licensed under the Apache License, Version 2.0 (the "License");
-# you may not use this file except in compliance with the License.
-# You may obtain a copy of the License at
-#
-#     http://www.apache.org/licenses/LICENSE-2.0
-#
-# Unless required by applicable law or agreed to in writing, software
-# distributed under the License is distributed on an "AS IS" BASIS,
-# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
-# See the License for the specific language governing permissions and
-# limitations under the License.
 """Mean IoU for semantic segmentation, computed from one confusion matrix, loadable offline by path.
 
 `evaluate.load("mean_iou")` fetches its script from the Hub; `evaluate.load("path/to/gss_miou")` copies only this one
