@@ -117,7 +117,11 @@ def make_accelerator(args: argparse.Namespace, project_name: str) -> Accelerator
         log_with=None if args.report_to == "none" else args.report_to,
         project_dir=args.output_dir,
     )
-    tracked = {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool))}
+    tracked = {
+        key: value
+        for key, value in vars(args).items()
+        if isinstance(value, (int, float, str, bool)) and key != "hub_token"  # trackers publish their config
+    }
     accelerator.init_trackers(project_name, config=tracked)
     set_seed(args.seed)
     return accelerator
