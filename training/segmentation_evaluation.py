@@ -5,17 +5,20 @@ evaluates every n-th image (no padding, no duplicate) and the matrices are summe
 single-process ones.
 """
 
+import numpy as np
+import PIL.Image
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
+from transformers import PreTrainedModel
 
 from gss_hf import (
     GSSConfig,
-    GSSForSemanticSegmentation,
     MaskigeTokenizer,
     class_scores_nearest_color,
     maskige_from_labels,
 )
-from segmentation_data import SegmentationEvalDataset, collate_segmentation
+from segmentation_data import IGNORE_INDEX, SegmentationEvalDataset, collate_segmentation
 from segmentation_metrics import StreamingConfusionMatrix, codebook_usage, count_tokens
 
 
@@ -30,23 +33,29 @@ def process_shard(dataset: torch.utils.data.Dataset, accelerator: Accelerator, b
 @torch.no_grad()
 def evaluate_segmentation(
     accelerator: Accelerator,
-    model: GSSForSemanticSegmentation,
+    model: PreTrainedModel,
     dataset: SegmentationEvalDataset,
     batch_size: int,
     sliding_window: bool = False,
 ) -> dict:
-    """Segmentation scores of `model` (unwrapped) on `dataset`, gathered over all processes."""
-    config = model.config
-    matrix = StreamingConfusionMatrix(config.num_labels, config.ignore_index)
+    """Segmentation scores of `model` (unwrapped) on `dataset`, gathered over all processes.
+
+    `model` is a GSS model (`sliding_window` selects its inference mode) or any transformers semantic-segmentation
+    model; logits smaller than the labels (e.g. DeepLabV3's, at the output stride) are resized bilinearly first."""
+    matrix = StreamingConfusionMatrix(model.config.num_labels, IGNORE_INDEX)
+    forward_kwargs = {"sliding_window": True} if sliding_window else {}
     was_training = model.training
     model.eval()
     for batch in process_shard(dataset, accelerator, batch_size):
+        labels = batch["labels"].to(accelerator.device)
         with accelerator.autocast():
-            logits = model(batch["pixel_values"].to(accelerator.device), sliding_window=sliding_window).logits
-        matrix.update(logits.argmax(dim=1), batch["labels"].to(accelerator.device))
+            logits = model(batch["pixel_values"].to(accelerator.device), **forward_kwargs).logits
+        if logits.shape[-2:] != labels.shape[-2:]:
+            logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        matrix.update(logits.argmax(dim=1), labels)
     model.train(was_training)
     matrix.reduce(accelerator)
-    return matrix.compute(config.id2label)
+    return matrix.compute(model.config.id2label)
 
 
 @torch.no_grad()
@@ -81,3 +90,19 @@ def pad_to_multiple(labels: torch.Tensor, multiple: int, ignore_index: int) -> t
     if not (pad_height or pad_width):
         return labels
     return torch.nn.functional.pad(labels, (0, pad_width, 0, pad_height), value=ignore_index)
+
+
+@torch.no_grad()
+def evaluate_photos(
+    model: PreTrainedModel, image_processor, photos: list[PIL.Image.Image], label_maps: list[np.ndarray]
+) -> dict:
+    """Scores along the path users take, one photo at a time: image processor -> model -> the processor's
+    post-processing to the photo's size. `label_maps` are (height, width) class ids with IGNORE_INDEX for void.
+    The regression guard of the shipped model and the results table both use it, so they measure the same thing."""
+    matrix = StreamingConfusionMatrix(model.config.num_labels, IGNORE_INDEX)
+    model.eval()
+    for photo, labels in zip(photos, label_maps, strict=True):
+        outputs = model(**image_processor(images=photo, return_tensors="pt"))
+        prediction = image_processor.post_process_semantic_segmentation(outputs, target_sizes=[labels.shape])[0]
+        matrix.update(prediction[None], torch.from_numpy(labels)[None])
+    return matrix.compute(model.config.id2label)

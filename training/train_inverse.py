@@ -18,7 +18,7 @@ from segmentation_data import add_data_arguments, collate_segmentation
 from training_common import (
     add_training_arguments,
     check_training_arguments,
-    evaluate_and_save_gss_model,
+    evaluate_and_save_model,
     make_accelerator,
     make_datasets,
     make_optimizer_and_schedule,
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
         return model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss, {}
 
     train(accelerator, args, model, optimizer, schedule, dataloader, loss_function)
-    return evaluate_and_save_gss_model(
+    return evaluate_and_save_model(
         accelerator, args, model, processor, eval_dataset,
         model_description="GSS-FT-W: the stage-II prior with a learned X^-1 trained on its predicted maskiges.",
     )  # fmt: skip

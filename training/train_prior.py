@@ -18,7 +18,7 @@ from segmentation_data import add_data_arguments, collate_segmentation
 from training_common import (
     add_training_arguments,
     check_training_arguments,
-    evaluate_and_save_gss_model,
+    evaluate_and_save_model,
     load_gss_config,
     make_accelerator,
     make_datasets,
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
         return outputs.loss, {"token_loss": outputs.token_loss.item(), "auxiliary_loss": outputs.auxiliary_loss.item()}
 
     train(accelerator, args, model, optimizer, schedule, dataloader, loss_function)
-    return evaluate_and_save_gss_model(
+    return evaluate_and_save_model(
         accelerator, args, model, processor, eval_dataset,
         model_description=f"GSS prior (stage II) with X^-1 = {config.inverse_type}.",
     )  # fmt: skip

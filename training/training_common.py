@@ -24,9 +24,9 @@ from accelerate import Accelerator
 from accelerate.utils import GradientAccumulationPlugin, set_seed
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import get_polynomial_decay_schedule_with_warmup
+from transformers import PreTrainedModel, get_polynomial_decay_schedule_with_warmup
 
-from gss_hf import GSS_PRESETS, GSSConfig, GSSForSemanticSegmentation, GSSImageProcessor
+from gss_hf import GSS_PRESETS, GSSConfig, GSSImageProcessor
 from hub_utils import push_to_hub, training_command, write_model_card
 from segmentation_data import (
     EpochSampler,
@@ -369,7 +369,7 @@ def finish(
         accelerator.print(f"Pushed to {url}")
 
 
-def evaluate_and_save_gss_model(
+def evaluate_and_save_model(
     accelerator: Accelerator,
     args: argparse.Namespace,
     model: nn.Module,
@@ -377,17 +377,17 @@ def evaluate_and_save_gss_model(
     eval_dataset: SegmentationEvalDataset,
     model_description: str,
 ) -> dict:
-    """Scores the trained (prepared) GSS model on the validation split, then saves it with its processor, scores and
-    card (`finish`). Returns the scores."""
-    trained: GSSForSemanticSegmentation = accelerator.unwrap_model(model)
-    metrics = evaluate_segmentation(
-        accelerator, trained, eval_dataset, args.per_device_eval_batch_size, args.sliding_window
-    )
+    """Scores the trained (prepared) segmentation model, GSS or baseline, on the validation split, then saves it
+    with its processor, scores and card (`finish`). Returns the scores."""
+    trained: PreTrainedModel = accelerator.unwrap_model(model)
+    sliding_window = getattr(args, "sliding_window", False)
+    metrics = evaluate_segmentation(accelerator, trained, eval_dataset, args.per_device_eval_batch_size, sliding_window)
     accelerator.print(json.dumps({key: metrics[key] for key in ("mean_iou", "mean_accuracy", "overall_accuracy")}))
 
     def save(output_dir: Path) -> None:
         trained.save_pretrained(output_dir)
         image_processor.save_pretrained(output_dir)
 
-    finish(accelerator, args, save, metrics, model_description, base_model=args.model_name_or_path)
+    base_model = getattr(args, "model_name_or_path", None)
+    finish(accelerator, args, save, metrics, model_description, base_model=base_model)
     return metrics
