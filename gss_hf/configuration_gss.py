@@ -67,7 +67,11 @@ CAMVID_CLASSES = [
 
 
 def default_tokenizer_config(
-    codebook_size: int, token_stride: int, base_channels: int = 64, latent_channels: int = 64
+    codebook_size: int,
+    token_stride: int,
+    base_channels: int = 64,
+    latent_channels: int = 64,
+    norm_num_groups: int = 32,
 ) -> dict:
     """A diffusers `VQModel` config that maps a maskige straight to a 1/`token_stride` token grid.
 
@@ -86,7 +90,7 @@ def default_tokenizer_config(
         "layers_per_block": 1,
         "latent_channels": latent_channels,
         "vq_embed_dim": 32,
-        "norm_num_groups": 32,
+        "norm_num_groups": norm_num_groups,
         "num_vq_embeddings": codebook_size,
         "mid_block_add_attention": False,
     }
@@ -387,7 +391,9 @@ GSS_PRESETS: dict[str, dict] = {
         "palette": "generated",
         "codebook_size": 1024,
         "token_stride": 4,
-        "tokenizer_config": default_tokenizer_config(1024, 4, base_channels=32, latent_channels=32),
+        "tokenizer_config": default_tokenizer_config(
+            1024, 4, base_channels=16, latent_channels=16, norm_num_groups=8
+        ),
         "mla_channels": 64,
         "prior_hidden_size": 128,
         "prior_depth": 1,
@@ -396,6 +402,11 @@ GSS_PRESETS: dict[str, dict] = {
         "prior_classifier_channels": 256,
         "auxiliary_channels": 64,
         "inverse_type": "learned",
+        # The learned X^-1 runs at full resolution: at the paper's width (128) it would cost more than the rest of
+        # the model on a CPU (benchmarks/inference_speed.py); 11 well-separated colours need far less.
+        "inverse_hidden_size": 32,
+        "inverse_num_heads": 2,
+        "inverse_intermediate_size": 64,
         **_labels(CAMVID_CLASSES),
     },
 }

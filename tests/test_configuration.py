@@ -45,7 +45,8 @@ def test_cpu_preset_uses_mobilenet_hidden_states_and_a_generated_palette():
     assert config.backbone_hidden_state_indices == [1, 4, 11, 15]
     assert config.id2label[0] == "sky" and config.num_labels == 11
     assert config.palette == generate_palette(11, [0, 0, 0]) and config.palette_name == "generated"
-    assert config.tokenizer_config["block_out_channels"] == [32, 64, 128]
+    assert config.tokenizer_config["block_out_channels"] == [16, 32, 64]
+    assert (config.inverse_type, config.inverse_hidden_size) == ("learned", 32)
     assert config.tokenizer_config["num_vq_embeddings"] == config.codebook_size == 1024
 
 

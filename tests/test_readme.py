@@ -1,0 +1,30 @@
+"""The README's promises that code can check: its first command segments the shipped photo, its second is exactly
+what CI runs, and every picture and file it links exists."""
+
+import re
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+BASH_BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
+
+
+def test_first_command_installs_pinned_and_segments_the_example_photo():
+    first = BASH_BLOCKS[0].strip()
+    assert first.startswith("pip install torch==2.13.0 && pip install torch==2.13.0 -e ")
+    example = re.search(r"gss-segment (\S+)", first).group(1)
+    assert (REPO / example).is_file()
+
+
+def test_second_command_is_the_one_ci_runs():
+    ci_command = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert BASH_BLOCKS[1].strip() == ci_command
+
+
+def test_every_linked_file_exists():
+    links = re.findall(r'(?:src="|\]\()([^")#]+)', README)
+    local = [link for link in links if not link.startswith("http")]
+    assert local
+    missing = [link for link in local if not (REPO / link).exists()]
+    assert not missing

@@ -1,0 +1,97 @@
+"""Turns a trained CamVid GSS model into the package's embedded default: a `save_pretrained` folder with an image
+processor sized for CamVid, the code files for `trust_remote_code`, and a model card (also copied to
+`model_cards/`) holding its `val` scores, the recipe that trained it, the data licence and the citation.
+
+    python training/export_embedded_model.py --model_name_or_path outputs/camvid/gss-ft-w
+
+The scores in the card are measured here, on the 101 `val` photos through the saved processor (the path
+`gss-segment` and the pipeline take), not copied from training logs.
+"""
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import PIL.Image
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+from gss_hf import GSSImageProcessor
+from gss_hf.segment_cli import EMBEDDED_MODEL
+from hub_utils import write_model_card
+from segmentation_data import read_label_map
+from segmentation_evaluation import evaluate_photos
+
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "training" / "camvid_recipe.sh"
+CAMVID_VOID = 11
+DATA_SECTION = """## Training data and licence
+
+Trained on the 367 `train` photos of CamVid (the SegNet 11-class version; 360x480 driving photos from Cambridge,
+UK) and scored on its 101 `val` photos. CamVid: G. Brostow, J. Fauqueur, R. Cipolla, "Semantic object classes in
+video: A high-definition ground truth database", Pattern Recognition Letters 2008. The data is for personal and
+research use (CC BY-NC 4.0 as stated by the SegNet redistribution), and so are these weights; the code is Apache-2.0.
+
+## Limitations
+
+A small CPU-trained model (MobileNetV2, 3.6 M parameters, a few CPU hours in all): it knows CamVid's 11 classes on
+English street scenes of 2007-2008 and nothing else; expect poor results on other cameras, cities and classes.
+Thin classes (pole, sign, pedestrian, bicyclist) are its weakest."""
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_name_or_path", required=True, help="The trained GSS model (GSS-FF or GSS-FT-W).")
+    parser.add_argument("--output_dir", type=Path, default=EMBEDDED_MODEL)
+    parser.add_argument("--model_card_copy", type=Path, default=REPO / "model_cards" / "gss-mobilenetv2-camvid.md")
+    parser.add_argument("--shortest_edge", type=int, default=360, help="Photos are resized to this short side.")
+    parser.add_argument("--camvid_dir", type=Path, default=REPO.parent / "shared" / "data" / "camvid")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    model = AutoModelForSemanticSegmentation.from_pretrained(args.model_name_or_path).eval()
+    processor = GSSImageProcessor(size={"shortest_edge": args.shortest_edge})
+    if args.output_dir.exists():
+        shutil.rmtree(args.output_dir)
+    model.save_pretrained(args.output_dir)
+    processor.save_pretrained(args.output_dir)
+
+    reloaded = AutoModelForSemanticSegmentation.from_pretrained(args.output_dir)
+    reloaded_processor = AutoImageProcessor.from_pretrained(args.output_dir)
+    names = sorted(path.name for path in (args.camvid_dir / "val").iterdir())
+    photos = [PIL.Image.open(args.camvid_dir / "val" / name).convert("RGB") for name in names]
+    labels = [
+        read_label_map({"path": str(args.camvid_dir / "valannot" / name), "bytes": None}, CAMVID_VOID, False)
+        for name in names
+    ]
+    scores = evaluate_photos(reloaded, reloaded_processor, photos, labels)
+    metrics = {key: scores[key] for key in ("mean_iou", "mean_accuracy", "overall_accuracy")}
+    metrics |= {f"iou_{name}": value for name, value in scores["per_category_iou_by_name"].items()}
+
+    variant = "GSS-FT-W (learned X^-1)" if model.config.inverse_type == "learned" else "GSS-FF (nearest-colour X^-1)"
+    recipe = "\n".join(line for line in RECIPE.read_text().splitlines() if not line.startswith("#!"))
+    card = write_model_card(
+        args.output_dir,
+        model_id="gss-mobilenetv2-camvid",
+        dataset_name="CamVid",
+        dataset_id=None,
+        metrics=metrics,
+        training_command=recipe,
+        task_description=(
+            "The default model of `gss_hf`, embedded in the package: `gss-segment photo.jpg` and "
+            f"`from_pretrained(gss_hf.segment_cli.EMBEDDED_MODEL)` use it without a download. {variant} on an "
+            f"ImageNet MobileNetV2 backbone; scores on CamVid `val` ({len(names)} photos, whole image)."
+        ),
+        extra_sections=DATA_SECTION,
+    )
+    args.model_card_copy.parent.mkdir(parents=True, exist_ok=True)
+    card.save(args.model_card_copy)
+    megabytes = sum(path.stat().st_size for path in args.output_dir.iterdir()) / 2**20
+    print(f"Wrote {args.output_dir} ({megabytes:.1f} MiB); val mIoU {100 * metrics['mean_iou']:.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
