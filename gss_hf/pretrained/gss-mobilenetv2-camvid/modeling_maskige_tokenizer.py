@@ -1,0 +1,151 @@
+"""The latent posterior: a VQ tokenizer that turns maskiges into discrete tokens and back.
+
+A thin wrapper around diffusers' `VQModel`, which holds every weight; the wrapper adds the maskige conventions
+(colours in 0..255, DALL-E's pixel map, sigmoid on the decoder output) and index-level `encode`/`decode`.
+
+How the 1/4 token grid is reached. The official code feeds DALL-E's 8x dVAE a label map up-sampled 2x, because
+those were the only weights it had. Trained from scratch, a model that down-samples 4x directly sees the same
+pixels per token at a quarter of the activations. `benchmarks/tokenizer_grid.py` trained both routes for the same
+5 minutes on CamVid label maps (2 CPU cores): the direct route ran 4.7x more steps, reconstructed `val` at 28.8
+mIoU against 0.8, and one 360x480 encode + decode cost 4.5x less (table in `benchmarks/RESULTS.md`). So
+`token_stride` is the `VQModel`'s own down-sampling factor and no label up-sampling happens anywhere.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import VQModel
+from torch import nn
+from transformers.utils import ModelOutput
+
+from .maskige import check_index_map, check_maskige, maskige_to_tokenizer_pixels, tokenizer_pixels_to_maskige
+
+
+@dataclass
+class MaskigeTokenizerOutput(ModelOutput):
+    """
+    Args:
+        reconstruction (`torch.FloatTensor` of shape `(batch, 3, height, width)`):
+            The decoded maskige, colours in 0..255, differentiable with respect to the tokenizer's weights.
+        decoder_logits (`torch.FloatTensor` of shape `(batch, 3, height, width)`):
+            The decoder's raw output; `sigmoid` of it is in tokenizer-pixel space ([0.1, 0.9] for valid colours).
+        token_ids (`torch.LongTensor` of shape `(batch, height / token_stride, width / token_stride)`):
+            The codebook index of every token.
+        quantization_loss (`torch.FloatTensor` of shape `()`):
+            The VQ codebook + commitment loss of `VQModel`'s quantizer.
+        latents (`torch.FloatTensor` of shape `(batch, codebook_dim, height / token_stride, width / token_stride)`):
+            The encoder's output before quantisation (stage I re-seeds unused codebook entries from these).
+    """
+
+    reconstruction: torch.FloatTensor | None = None
+    decoder_logits: torch.FloatTensor | None = None
+    token_ids: torch.LongTensor | None = None
+    quantization_loss: torch.FloatTensor | None = None
+    latents: torch.FloatTensor | None = None
+
+
+class MaskigeTokenizer(nn.Module):
+    """Maskige (batch, 3, H, W) <-> token ids (batch, H / token_stride, W / token_stride).
+
+    Its weights are never touched by transformers' weight initialisation: a GSS model's `post_init()` re-initialises
+    every submodule it does not know to be initialised, which would silently overwrite a trained tokenizer. The
+    wrapper marks all of the `VQModel`'s modules as initialised (transformers' own `_is_hf_initialized` flag), so a
+    fresh tokenizer keeps diffusers' initialisation and a loaded one keeps its weights.
+    """
+
+    def __init__(self, vqmodel: VQModel):
+        super().__init__()
+        if not isinstance(vqmodel, VQModel):
+            raise TypeError(f"`vqmodel` must be a diffusers VQModel, got {type(vqmodel).__name__}.")
+        if vqmodel.config.in_channels != 3 or vqmodel.config.out_channels != 3:
+            raise ValueError("A maskige tokenizer maps 3-channel maskiges to 3-channel maskiges.")
+        self.vqmodel = vqmodel
+        for module in self.vqmodel.modules():
+            module._is_hf_initialized = True
+
+    @classmethod
+    def from_config(cls, tokenizer_config: dict) -> "MaskigeTokenizer":
+        """A freshly initialised tokenizer from `VQModel` keyword arguments (`GSSConfig.tokenizer_config`)."""
+        return cls(VQModel(**tokenizer_config))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_path: str, subfolder: str | None = None, **kwargs) -> "MaskigeTokenizer":
+        """Loads a tokenizer saved in diffusers format (a folder, or its `subfolder`, or a Hub id)."""
+        return cls(VQModel.from_pretrained(pretrained_path, subfolder=subfolder, **kwargs))
+
+    def save_pretrained(self, save_directory: str, **kwargs) -> None:
+        """Saves the tokenizer in diffusers format (`config.json` + safetensors), loadable by `VQModel` alone."""
+        self.vqmodel.save_pretrained(save_directory, **kwargs)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.vqmodel.config.num_vq_embeddings
+
+    @property
+    def token_stride(self) -> int:
+        return 2 ** (len(self.vqmodel.config.block_out_channels) - 1)
+
+    @property
+    def codebook_dim(self) -> int:
+        return self.vqmodel.quantize.vq_embed_dim
+
+    def encode_to_latents(self, maskige: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, H, W) maskige -> (batch, codebook_dim, H / s, W / s) pre-quantisation latents."""
+        check_maskige(maskige)
+        height, width = maskige.shape[-2:]
+        stride = self.token_stride
+        if height % stride or width % stride:
+            raise ValueError(
+                f"The maskige is {height}x{width}, but the tokenizer needs height and width divisible by its token "
+                f"stride {stride}: pad the label map (with the ignore index) or crop it first."
+            )
+        return self.vqmodel.encode(maskige_to_tokenizer_pixels(maskige)).latents
+
+    def quantize(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.LongTensor]:
+        """Nearest-code quantisation: returns (quantised latents, quantization loss, (batch, h, w) token ids)."""
+        quantized, loss, (_, _, indices) = self.vqmodel.quantize(latents)
+        batch, _, height, width = latents.shape
+        return quantized, loss, indices.reshape(batch, height, width)
+
+    @torch.no_grad()
+    def encode(self, maskige: torch.Tensor) -> torch.LongTensor:
+        """Maskige (batch, 3, H, W), colours in 0..255 -> token ids (batch, H / token_stride, W / token_stride)."""
+        return self.quantize(self.encode_to_latents(maskige))[2]
+
+    def decode_latents(self, quantized: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Quantised latents (batch, codebook_dim, h, w) -> (maskige in 0..255, decoder logits).
+
+        Both outputs have shape (batch, 3, h * token_stride, w * token_stride).
+        """
+        logits = self.vqmodel.decode(quantized, force_not_quantize=True).sample
+        return tokenizer_pixels_to_maskige(torch.sigmoid(logits)), logits
+
+    def decode(self, token_ids: torch.LongTensor) -> torch.Tensor:
+        """Token ids (batch, h, w) -> maskige (batch, 3, h * token_stride, w * token_stride), float in 0..255."""
+        self._check_token_ids(token_ids)
+        batch, height, width = token_ids.shape
+        quantized = self.vqmodel.quantize.get_codebook_entry(
+            token_ids.reshape(-1), (batch, height, width, self.codebook_dim)
+        )
+        return self.decode_latents(quantized)[0]
+
+    def forward(self, maskige: torch.Tensor) -> MaskigeTokenizerOutput:
+        """The stage-I training pass: encode, quantise (straight-through gradients) and decode."""
+        latents = self.encode_to_latents(maskige)
+        quantized, loss, token_ids = self.quantize(latents)
+        reconstruction, logits = self.decode_latents(quantized)
+        return MaskigeTokenizerOutput(
+            reconstruction=reconstruction,
+            decoder_logits=logits,
+            token_ids=token_ids,
+            quantization_loss=loss,
+            latents=latents,
+        )
+
+    def _check_token_ids(self, token_ids: torch.Tensor) -> None:
+        check_index_map(token_ids, "token_ids", "integer codebook indices")
+        if token_ids.min() < 0 or token_ids.max() >= self.codebook_size:
+            raise ValueError(
+                f"`token_ids` must be in 0..{self.codebook_size - 1} (the codebook size), got values in "
+                f"{int(token_ids.min())}..{int(token_ids.max())}."
+            )

@@ -1,0 +1,108 @@
+"""Token cross-entropy and token argmax without materialising the V-way logits.
+
+At V = 8192 codes and tokens at 1/4, the prior's logits for one 768x768 crop are 36,864 x 8,192 floats (1.2 GB),
+and autograd would keep them (and their softmax) for the backward pass. The codebook classifier is a 1x1
+convolution, i.e. a matrix product per token, so the loss and its gradients can be computed `chunk_size` tokens at a
+time: each chunk's logits are formed, turned into its loss and its gradients with respect to the features and the
+classifier, and freed. Peak extra memory is one chunk's logits; no logit is computed twice. `benchmarks/` measures
+memory and time against the naive loss.
+"""
+
+import torch
+from torch import nn
+
+
+TOKEN_IGNORE_INDEX = -100
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of `features @ weight.T + bias` against `targets`, gradients computed chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, features, weight, bias, targets, chunk_size):
+        num_tokens = features.shape[0]
+        needs_grad = ctx.needs_input_grad[:3]
+        # Softmax statistics and classifier gradients accumulate in at least float32, also under bf16 autocast.
+        accumulate = torch.promote_types(features.dtype, torch.float32)
+        grad_features = torch.empty_like(features) if needs_grad[0] else None
+        grad_weight = torch.zeros_like(weight, dtype=accumulate) if needs_grad[1] else None
+        grad_bias = torch.zeros_like(bias, dtype=accumulate) if needs_grad[2] else None
+        total = torch.zeros((), dtype=accumulate, device=features.device)
+        for start in range(0, num_tokens, chunk_size):
+            chunk = features[start : start + chunk_size]
+            chunk_targets = targets[start : start + chunk_size]
+            logits = nn.functional.linear(chunk, weight, bias).to(accumulate)
+            log_normaliser = torch.logsumexp(logits, dim=1)
+            total += (log_normaliser - logits.gather(1, chunk_targets[:, None])[:, 0]).sum()
+            if any(needs_grad):
+                # d loss / d logits = softmax - one_hot(target), scaled by the mean's 1 / num_tokens; computed in
+                # place in the logits' buffer, the largest tensor here.
+                grad_logits = logits.sub_(log_normaliser[:, None]).exp_()
+                grad_logits[torch.arange(len(chunk_targets), device=logits.device), chunk_targets] -= 1.0
+                grad_logits /= num_tokens
+                if grad_features is not None:
+                    grad_features[start : start + chunk_size] = (grad_logits.to(weight.dtype) @ weight).to(
+                        features.dtype
+                    )
+                if grad_weight is not None:
+                    grad_weight += grad_logits.T @ chunk.to(accumulate)
+                if grad_bias is not None:
+                    grad_bias += grad_logits.sum(0)
+        ctx.save_for_backward(grad_features, grad_weight, grad_bias)
+        ctx.parameter_dtypes = (weight.dtype, bias.dtype)
+        return total / num_tokens
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_features, grad_weight, grad_bias = ctx.saved_tensors
+        weight_dtype, bias_dtype = ctx.parameter_dtypes
+        return (
+            None if grad_features is None else grad_features * grad_output.to(grad_features.dtype),
+            None if grad_weight is None else (grad_weight * grad_output).to(weight_dtype),
+            None if grad_bias is None else (grad_bias * grad_output).to(bias_dtype),
+            None,
+            None,
+        )
+
+
+def chunked_token_cross_entropy(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024
+) -> torch.Tensor:
+    """Mean cross-entropy of the linear classifier (`weight`, `bias`) over the non-ignored tokens.
+
+    Args:
+        features: (batch, channels, h, w) token features (the classifier's input).
+        weight: (V, channels) classifier weight; bias: (V,).
+        targets: (batch, h, w) codebook indices, `TOKEN_IGNORE_INDEX` where a token is not a target.
+        chunk_size: tokens whose logits are formed at once.
+
+    Returns:
+        A scalar, equal to `cross_entropy(logits, targets, ignore_index=TOKEN_IGNORE_INDEX)` with the full logits;
+        0 (still connected to the graph) when no token is a target.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size}.")
+    valid = targets != TOKEN_IGNORE_INDEX
+    if not bool(valid.any()):
+        return features.sum() * 0.0 + weight.sum() * 0.0 + bias.sum() * 0.0
+    # One gather of the target tokens' features, (num_targets, channels), straight from the channels-first map.
+    tokens = features.permute(0, 2, 3, 1)[valid]
+    return _ChunkedLinearCrossEntropy.apply(tokens, weight, bias, targets[valid], chunk_size)
+
+
+@torch.no_grad()
+def chunked_token_argmax(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, chunk_size: int = 1024
+) -> torch.LongTensor:
+    """Per-token argmax of the linear classifier: (batch, channels, h, w) -> (batch, h, w) codebook indices.
+
+    Walks over the grid positions of all images at once, reading the features in place (no channels-last copy).
+    """
+    batch, channels, height, width = features.shape
+    flat = features.flatten(2)
+    token_ids = torch.empty(batch, height * width, dtype=torch.long, device=features.device)
+    positions_per_chunk = max(1, chunk_size // batch)
+    for start in range(0, height * width, positions_per_chunk):
+        chunk = flat[:, :, start : start + positions_per_chunk].transpose(1, 2)
+        token_ids[:, start : start + positions_per_chunk] = nn.functional.linear(chunk, weight, bias).argmax(dim=2)
+    return token_ids.reshape(batch, height, width)
