@@ -86,6 +86,7 @@ def main() -> None:
             f"ImageNet MobileNetV2 backbone; scores on CamVid `val` ({len(names)} photos, whole image)."
         ),
         extra_sections=DATA_SECTION,
+        license="cc-by-nc-4.0",
     )
     args.model_card_copy.parent.mkdir(parents=True, exist_ok=True)
     card.save(args.model_card_copy)

@@ -42,6 +42,7 @@ def write_model_card(
     base_model: str | None = None,
     task_description: str = "",
     extra_sections: str = "",
+    license: str = "apache-2.0",
 ) -> ModelCard:
     """Writes `output_dir/README.md`: Hub metadata (licence, library, pipeline tag, tags, datasets, base model and a
     `model-index` with one result per metric, so the Hub shows the scores) and a body that says what GSS is, how to
@@ -57,6 +58,7 @@ def write_model_card(
         base_model: the Hub id of the model it was fine-tuned from, if any.
         task_description: a paragraph about this particular model, placed under the title.
         extra_sections: Markdown appended before the citation (e.g. a "## Limitations" section).
+        license: the weights' licence id (the code's Apache-2.0 unless the training data restricts the weights).
     """
     for name, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -74,7 +76,7 @@ def write_model_card(
     ]
     card_data = ModelCardData(
         model_name=model_id,
-        license="apache-2.0",
+        license=license,
         library_name="transformers",
         pipeline_tag="image-segmentation",
         tags=["gss", "semantic-segmentation", "generative"],
