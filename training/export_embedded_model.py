@@ -46,6 +46,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--output_dir", type=Path, default=EMBEDDED_MODEL)
     parser.add_argument("--model_card_copy", type=Path, default=REPO / "model_cards" / "gss-mobilenetv2-camvid.md")
     parser.add_argument("--shortest_edge", type=int, default=360, help="Photos are resized to this short side.")
+    parser.add_argument("--sliding_window_batch_size", type=int, default=1,
+                        help="Crops per sliding-window run; 1 keeps a 1024x2048 photo under 1.6 GB.")  # fmt: skip
     parser.add_argument("--camvid_dir", type=Path, default=REPO.parent / "shared" / "data" / "camvid")
     return parser.parse_args()
 
@@ -53,6 +55,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     model = AutoModelForSemanticSegmentation.from_pretrained(args.model_name_or_path).eval()
+    model.config.sliding_window_batch_size = args.sliding_window_batch_size
     processor = GSSImageProcessor(size={"shortest_edge": args.shortest_edge})
     if args.output_dir.exists():
         shutil.rmtree(args.output_dir)
