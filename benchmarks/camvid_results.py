@@ -30,7 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "training"))
 
 from gss_hf import GSSConfig, GSSImageProcessor, MaskigeTokenizer  # noqa: E402
-from segmentation_data import SegmentationEvalDataset, load_segmentation_splits, read_label_map  # noqa: E402
+from segmentation_data import (  # noqa: E402
+    SegmentationEvalDataset,
+    load_segmentation_splits,
+    read_segnet_photos_and_labels,
+)
 from segmentation_evaluation import evaluate_photos, evaluate_reconstruction, evaluate_segmentation  # noqa: E402
 
 
@@ -46,12 +50,7 @@ REGRESSION_PHOTOS = [
 
 def camvid_photos(names: list[str], camvid_dir: Path = CAMVID) -> tuple[list[PIL.Image.Image], list]:
     """The named `val` photos and their label maps (void -> ignore index)."""
-    photos = [PIL.Image.open(camvid_dir / "val" / name).convert("RGB") for name in names]
-    labels = [
-        read_label_map({"path": str(camvid_dir / "valannot" / name), "bytes": None}, CAMVID_VOID, False)
-        for name in names
-    ]
-    return photos, labels
+    return read_segnet_photos_and_labels(camvid_dir, "val", names, CAMVID_VOID)
 
 
 def row(name: str, scores: dict, seconds: float) -> str:

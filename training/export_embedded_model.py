@@ -13,13 +13,12 @@ import shutil
 import sys
 from pathlib import Path
 
-import PIL.Image
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 from gss_hf import GSSImageProcessor
 from gss_hf.segment_cli import EMBEDDED_MODEL
 from hub_utils import write_model_card
-from segmentation_data import read_label_map
+from segmentation_data import read_segnet_photos_and_labels
 from segmentation_evaluation import evaluate_photos
 
 
@@ -65,11 +64,7 @@ def main() -> None:
     reloaded = AutoModelForSemanticSegmentation.from_pretrained(args.output_dir)
     reloaded_processor = AutoImageProcessor.from_pretrained(args.output_dir)
     names = sorted(path.name for path in (args.camvid_dir / "val").iterdir())
-    photos = [PIL.Image.open(args.camvid_dir / "val" / name).convert("RGB") for name in names]
-    labels = [
-        read_label_map({"path": str(args.camvid_dir / "valannot" / name), "bytes": None}, CAMVID_VOID, False)
-        for name in names
-    ]
+    photos, labels = read_segnet_photos_and_labels(args.camvid_dir, "val", names, CAMVID_VOID)
     scores = evaluate_photos(reloaded, reloaded_processor, photos, labels)
     metrics = {key: scores[key] for key in ("mean_iou", "mean_accuracy", "overall_accuracy")}
     metrics |= {f"iou_{name}": value for name, value in scores["per_category_iou_by_name"].items()}

@@ -38,6 +38,7 @@ __all__ = [
     "load_splits_from_args",
     "read_image",
     "read_label_map",
+    "read_segnet_photos_and_labels",
     "synthetic_label_map",
 ]
 
@@ -306,6 +307,20 @@ def read_label_map(
         labels[labelled] -= 1
         labels[labels == -1] = IGNORE_INDEX
     return labels
+
+
+def read_segnet_photos_and_labels(
+    root: Path, split: str, names: list[str], void_value: int | None
+) -> tuple[list[PIL.Image.Image], list[np.ndarray]]:
+    """The named photos of a SegNet/CamVid-layout folder (`<split>/`) as RGB PIL images, the way users hand photos to
+    an image processor, and their label maps (`<split>annot/`, `void_value` -> IGNORE_INDEX) as `read_label_map`
+    gives them."""
+    photos = [PIL.Image.open(root / split / name).convert("RGB") for name in names]
+    labels = [
+        read_label_map({"path": str(root / f"{split}annot" / name), "bytes": None}, void_value, False)
+        for name in names
+    ]
+    return photos, labels
 
 
 def check_label_values(labels: np.ndarray, num_labels: int, where: str) -> None:
