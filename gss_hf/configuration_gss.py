@@ -19,6 +19,7 @@ from .maskige import (
 
 
 INVERSE_TYPES = ("nearest", "least_squares", "learned")
+PRIOR_HEAD_TYPES = ("mla", "plain")
 
 # Backbones without a transformers `Backbone` class give their multi-level features through `hidden_states`;
 # these are the hidden states at strides 4, 8, 16 and 32.
@@ -127,6 +128,9 @@ class GSSConfig(PreTrainedConfig):
             Down-sampling factor from image to token grid (the paper's tokens are at 1/4).
         tokenizer_config (`dict`, *optional*):
             Keyword arguments of the diffusers `VQModel` tokenizer. Defaults to `default_tokenizer_config`.
+        prior_head_type (`str`, *optional*, defaults to `"mla"`):
+            `"mla"`: the prior head aggregates every backbone level (the paper's multi-level aggregation).
+            `"plain"`: it reads the deepest level only, the rest of the head unchanged (the paper's "+ MLA" ablation).
         mla_channels (`int`, *optional*, defaults to 384):
             Channels of each level's 1x1 projection in the multi-level aggregation head.
         prior_hidden_size (`int`, *optional*, defaults to 512):
@@ -161,6 +165,11 @@ class GSSConfig(PreTrainedConfig):
             Weight of the token cross-entropy.
         auxiliary_loss_weight (`float`, *optional*, defaults to 0.2):
             Weight of the auxiliary pixel cross-entropy.
+        fill_unlabelled_with_auxiliary (`bool`, *optional*, defaults to `True`):
+            The paper's "unlabelled area auxiliary": before a label map is tokenised into the prior's targets, its
+            unlabelled pixels take the auxiliary head's argmax and only wholly unlabelled tokens are ignored. `False`
+            tokenises the map as painted (ignore colour included) and trains on every token, so the prior also learns
+            to predict "unlabelled"; it exists for the ablation.
         sliding_window (`bool`, *optional*, defaults to `False`):
             Whether inference runs on overlapping crops (for images much larger than the training crops) instead of
             on the whole image; `forward(sliding_window=...)` overrides it per call.
@@ -200,6 +209,7 @@ class GSSConfig(PreTrainedConfig):
     codebook_size: int = 8192
     token_stride: int = 4
     tokenizer_config: dict | None = None
+    prior_head_type: str = "mla"
     mla_channels: int = 384
     prior_hidden_size: int = 512
     prior_depth: int = 2
@@ -217,6 +227,7 @@ class GSSConfig(PreTrainedConfig):
     inverse_intermediate_size: int = 256
     token_loss_weight: float = 0.8
     auxiliary_loss_weight: float = 0.2
+    fill_unlabelled_with_auxiliary: bool = True
     sliding_window: bool = False
     sliding_window_crop_size: int = 768
     sliding_window_stride: int = 512
@@ -294,6 +305,8 @@ class GSSConfig(PreTrainedConfig):
         for name in ("token_loss_weight", "auxiliary_loss_weight"):
             if not (getattr(self, name) >= 0.0 and math.isfinite(getattr(self, name))):
                 raise ValueError(f"`{name}` must be a finite weight >= 0, got {getattr(self, name)}.")
+        if self.prior_head_type not in PRIOR_HEAD_TYPES:
+            raise ValueError(f"`prior_head_type` must be one of {PRIOR_HEAD_TYPES}, got {self.prior_head_type!r}.")
         if self.inverse_type not in INVERSE_TYPES:
             raise ValueError(f"`inverse_type` must be one of {INVERSE_TYPES}, got {self.inverse_type!r}.")
         if self.inverse_type == "least_squares" and num_labels < 3:

@@ -1,4 +1,5 @@
 import pytest
+from huggingface_hub.errors import StrictDataclassFieldValidationError
 from transformers import AutoConfig, ConvNextConfig, Dinov2Config, ResNetConfig, SwinConfig
 
 from gss_hf import GSS_PRESETS, GSSConfig, generate_palette, preset_palette
@@ -114,6 +115,7 @@ def test_any_transformers_backbone_config_is_accepted(backbone_config):
         ({"prior_num_heads": 5}, r"`prior_num_heads` \(5\) must divide `prior_hidden_size` \(512\)"),
         ({"inverse_num_heads": 3}, r"`inverse_num_heads` \(3\) must divide `inverse_hidden_size` \(128\)"),
         ({"inverse_type": "palette"}, r"`inverse_type` must be one of"),
+        ({"prior_head_type": "fpn"}, r"`prior_head_type` must be one of \('mla', 'plain'\), got 'fpn'"),
         ({"inverse_type": "least_squares"}, r"least_squares.* needs at least 3 classes"),
         ({"prior_dropout": 1.0}, r"`prior_dropout` must be in \[0, 1\)"),
         ({"auxiliary_loss_weight": -0.2}, r"`auxiliary_loss_weight` must be a finite weight"),
@@ -134,6 +136,11 @@ def test_any_transformers_backbone_config_is_accepted(backbone_config):
 def test_invalid_configs_raise_value_errors_naming_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GSSConfig(**kwargs)
+
+
+def test_a_switch_given_a_string_is_refused_naming_the_field():
+    with pytest.raises(StrictDataclassFieldValidationError, match="'fill_unlabelled_with_auxiliary' expected bool"):
+        GSSConfig(fill_unlabelled_with_auxiliary="no")
 
 
 def test_a_loaded_config_is_validated_too(tmp_path):

@@ -123,6 +123,28 @@ def test_changing_predictions_inside_wholly_unlabelled_patches_leaves_the_target
     assert targets[0, 0, 8] == expected[0, 0, 8]
 
 
+def test_without_the_auxiliary_fill_label_maps_are_tokenised_as_painted_and_every_token_is_a_target():
+    model = tiny_model(fill_unlabelled_with_auxiliary=False).eval()
+    _, labels = photos_and_labels()
+    targets = model.token_targets(labels, torch.zeros_like(labels))
+    painted = maskige_from_labels(labels, model.config.palette, model.config.ignore_color)
+    assert torch.equal(targets, model.tokenizer.encode(painted))
+    assert (targets != TOKEN_IGNORE_INDEX).all()
+    assert not torch.equal(targets, tiny_model().eval().token_targets(labels, torch.zeros_like(labels)))
+
+
+def test_the_plain_head_reads_only_the_deepest_backbone_level():
+    plain = tiny_model(prior_head_type="plain").eval()
+    pixel_values, _ = photos_and_labels(batch=1)
+    features = plain.backbone(pixel_values)
+    assert len(features) > 1 and len(plain.prior_head.level_projections) == 1
+    changed = [torch.randn_like(level) for level in features[:-1]] + [features[-1]]
+    with torch.no_grad():
+        torch.testing.assert_close(plain.prior_head(changed, (16, 24)), plain.prior_head(features, (16, 24)))
+        mla = tiny_model().eval()
+        assert not torch.allclose(mla.prior_head(changed, (16, 24)), mla.prior_head(features, (16, 24)))
+
+
 def test_token_loss_is_the_cross_entropy_of_the_full_logits_against_the_targets(model):
     pixel_values, labels = photos_and_labels()
     with torch.no_grad():

@@ -291,7 +291,8 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
 
         See `fill_unlabelled_pixels`: the tokenizer sees the label map completed by `fill` wherever a token has
         labelled pixels, so the prior is never taught to "predict unlabelled"; a token is ignored only when its
-        whole token_stride x token_stride patch is unlabelled.
+        whole token_stride x token_stride patch is unlabelled. With `config.fill_unlabelled_with_auxiliary` off
+        (the ablation) the map is tokenised as painted, ignore colour included, and no token is ignored.
 
         Args:
             labels: (batch, H, W) class ids or `config.ignore_index`.
@@ -300,10 +301,13 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         Returns:
             (batch, H / token_stride, W / token_stride) codebook indices, `TOKEN_IGNORE_INDEX` (-100) where ignored.
         """
-        filled, fully_unlabelled = fill_unlabelled_pixels(
-            labels, fill, self.config.token_stride, self.config.ignore_index
-        )
-        maskige = maskige_from_labels(filled, self.config.palette, self.config.ignore_color, self.config.ignore_index)
+        config = self.config
+        if not config.fill_unlabelled_with_auxiliary:
+            return self.tokenizer.encode(
+                maskige_from_labels(labels, config.palette, config.ignore_color, config.ignore_index)
+            )
+        filled, fully_unlabelled = fill_unlabelled_pixels(labels, fill, config.token_stride, config.ignore_index)
+        maskige = maskige_from_labels(filled, config.palette, config.ignore_color, config.ignore_index)
         return self.tokenizer.encode(maskige).masked_fill(fully_unlabelled, TOKEN_IGNORE_INDEX)
 
     def _inverse_training_step(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> GSSSemanticSegmenterOutput:

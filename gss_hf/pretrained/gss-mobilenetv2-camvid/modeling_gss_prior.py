@@ -112,6 +112,9 @@ def resize_and_concatenate(
 class GSSPriorHead(nn.Module):
     """The multi-level aggregation (MLA) head: backbone levels -> token features -> V codebook logits.
 
+    With `config.prior_head_type == "plain"` it aggregates nothing: only the deepest level is projected and resized,
+    everything after that is the same (the paper's "+ MLA" ablation).
+
     `forward` stops before the classifier and returns the (batch, prior_classifier_channels, h, w) features, so that
     the V-way logits (hundreds of MB per image at V = 8192 and stride 4) are only formed chunk by chunk, by the
     token loss and the token argmax; `classifier` is applied whole only when the caller asks for the logits.
@@ -119,6 +122,8 @@ class GSSPriorHead(nn.Module):
 
     def __init__(self, config: GSSConfig, in_channels: list[int]):
         super().__init__()
+        self.num_levels = len(in_channels) if config.prior_head_type == "mla" else 1
+        in_channels = in_channels[-self.num_levels :]
         self.level_projections = nn.ModuleList([ConvNormActivation(c, config.mla_channels) for c in in_channels])
         self.fuse = nn.Conv2d(config.mla_channels * len(in_channels), config.prior_hidden_size, kernel_size=1)
         self.window_transformer = WindowTransformer(
@@ -136,7 +141,8 @@ class GSSPriorHead(nn.Module):
 
     def forward(self, features: list[torch.Tensor], token_grid_size: tuple[int, int]) -> torch.Tensor:
         """Backbone levels -> (batch, prior_classifier_channels, h, w) features at the (h, w) token grid."""
-        hidden_states = self.fuse(resize_and_concatenate(features, self.level_projections, token_grid_size))
+        levels = features[-self.num_levels :]
+        hidden_states = self.fuse(resize_and_concatenate(levels, self.level_projections, token_grid_size))
         hidden_states = self.window_transformer(hidden_states)
         hidden_states = self.layernorm(hidden_states.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return self.dropout(self.classifier_projection(hidden_states))
