@@ -26,7 +26,7 @@ python training/train_prior.py --config_name gss-mobilenetv2-camvid --config_ove
 
 # Stage III: the learned X^-1 on the frozen prior's predicted maskiges (GSS-FT-W).
 python training/train_inverse.py --model_name_or_path "$OUT/gss-ff" "${DATA[@]}" "${SEGMENTATION[@]}" \
-    --learning_rate 1e-3 --max_train_steps 150 --output_dir "$OUT/gss-ft-w"
+    --learning_rate 1e-3 --max_train_steps 450 --output_dir "$OUT/gss-ft-w"
 
 # The discriminative baseline: DeepLabV3-MobileNetV2, same weights, pipeline, crops, optimiser and steps as stage II.
 python training/train_baseline.py --pretrained_backbone imagenet-mobilenet-v2 "${DATA[@]}" "${SEGMENTATION[@]}" \
