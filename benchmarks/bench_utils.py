@@ -16,12 +16,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
 
 GSS_PRESET = "gss-mobilenetv2-camvid"
+TRAINING_SCRIPTS = Path(__file__).resolve().parents[1] / "training"
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, repeats: int, rounds: int) -> None:
@@ -84,18 +86,12 @@ def _labels(num_labels: int) -> dict:
 
 
 def deeplabv3_model(output_stride: int, num_labels: int) -> nn.Module:
-    """transformers' DeepLabV3-MobileNetV2 on torchvision's MobileNetV2 config, as `training/train_baseline.py`
-    builds the trained baseline (random weights; ignores label 255)."""
-    from transformers import MobileNetV2ForSemanticSegmentation
-
-    from gss_hf.pretrained_mobilenet_v2 import torchvision_mobilenet_v2_config
+    """The trained baseline's architecture (`training/baseline_model.py`), random weights."""
+    sys.path.insert(0, str(TRAINING_SCRIPTS))
+    from baseline_model import deeplabv3_mobilenet_v2
 
     torch.manual_seed(0)
-    config = torchvision_mobilenet_v2_config()
-    config.output_stride = output_stride
-    for key, value in _labels(num_labels).items():
-        setattr(config, key, value)
-    return MobileNetV2ForSemanticSegmentation(config)
+    return deeplabv3_mobilenet_v2(**_labels(num_labels), output_stride=output_stride)
 
 
 def segformer_b0_model(num_labels: int) -> nn.Module:

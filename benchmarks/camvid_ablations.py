@@ -10,18 +10,15 @@ Each setting trains the `gss-mobilenetv2-camvid` tokenizer with `training/train_
 """
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from camvid_runs import REPO, require_camvid, run_training_script
 
-REPO = Path(__file__).resolve().parents[1]
-CAMVID = REPO.parent / "shared" / "data" / "camvid"
+
 sys.path.insert(0, str(REPO))
 
 from gss_hf import GSSConfig, default_tokenizer_config  # noqa: E402
@@ -54,23 +51,17 @@ def settings() -> dict[str, GSSConfig]:
 
 def train(config: GSSConfig, steps: int, scratch: Path) -> tuple[dict, float]:
     config.save_pretrained(scratch / "config")
-    command = [
-        sys.executable, str(REPO / "training" / "train_posterior.py"), "--config_name", str(scratch / "config"),
-        "--data_dir", str(CAMVID), "--void_value", "11", "--crop_size", "64", "64",
-        "--per_device_train_batch_size", "32", "--learning_rate", "1e-3", "--max_train_steps", str(steps),
-        "--output_dir", str(scratch / "tokenizer"),
-    ]  # fmt: skip
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, cwd=REPO)
-    return json.loads((scratch / "tokenizer" / "eval_results.json").read_text()), time.perf_counter() - start
+    return run_training_script("train_posterior.py", [
+        "--config_name", str(scratch / "config"), "--crop_size", "64", "64", "--per_device_train_batch_size", "32",
+        "--learning_rate", "1e-3", "--max_train_steps", str(steps),
+    ], scratch / "tokenizer")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1000)
     args = parser.parse_args()
-    if not CAMVID.is_dir():
-        sys.exit(f"CamVid is not at {CAMVID}.")
+    require_camvid()
     print(f"Stage I, {args.steps} steps, batch 32, 64x64 crops, lr 1e-3; reconstruction on CamVid val (101, 360x480)\n")
     print("| setting | palette min distance | reconstruction mIoU | worst class IoU | live codes | minutes |")
     print("|---|---|---|---|---|---|")

@@ -17,15 +17,13 @@ the same steps, then reports GSS-FF mIoU on `val` from the script's own `eval_re
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from camvid_runs import REPO, require_camvid, run_training_script
 
-REPO = Path(__file__).resolve().parents[1]
-CAMVID = REPO.parent / "shared" / "data" / "camvid"
+
 sys.path.insert(0, str(REPO))
 
 from gss_hf import GSSConfig  # noqa: E402
@@ -40,18 +38,12 @@ SETTINGS = {
 
 
 def train(overrides: dict, tokenizer: Path, steps: int, output_dir: Path) -> tuple[dict, float]:
-    command = [
-        sys.executable, str(REPO / "training" / "train_prior.py"), "--config_name", "gss-mobilenetv2-camvid",
-        "--config_overrides", json.dumps(overrides), "--tokenizer_path", str(tokenizer),
-        "--pretrained_backbone", "imagenet-mobilenet-v2", "--data_dir", str(CAMVID), "--void_value", "11",
+    return run_training_script("train_prior.py", [
+        "--config_name", "gss-mobilenetv2-camvid", "--config_overrides", json.dumps(overrides),
+        "--tokenizer_path", str(tokenizer), "--pretrained_backbone", "imagenet-mobilenet-v2",
         "--crop_size", "256", "256", "--per_device_train_batch_size", "8", "--learning_rate", "6e-4",
-        "--warmup_steps", "50", "--max_train_steps", str(steps), "--output_dir", str(output_dir),
-    ]  # fmt: skip
-    start = time.perf_counter()
-    run = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    if run.returncode:
-        sys.exit(f"Training failed ({' '.join(command)}):\n{run.stderr[-4000:]}")
-    return json.loads((output_dir / "eval_results.json").read_text()), time.perf_counter() - start
+        "--warmup_steps", "50", "--max_train_steps", str(steps),
+    ], output_dir)  # fmt: skip
 
 
 def reference_scores(reference_dir: Path) -> dict:
@@ -68,8 +60,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--reference_dir", type=Path, help="A recipe stage-II model trained for --steps steps.")
     args = parser.parse_args()
-    if not CAMVID.is_dir():
-        sys.exit(f"CamVid is not at {CAMVID}.")
+    require_camvid()
     print(f"Stage II, {args.steps} steps, batch 8, 256x256 crops, lr 6e-4; GSS-FF on CamVid val (101, 360x480)\n")
     print("| setting | mIoU | mAcc | aAcc | minutes |")
     print("|---|---|---|---|---|")

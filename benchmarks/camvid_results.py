@@ -25,8 +25,9 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
+from camvid_runs import CAMVID, CAMVID_VOID, REPO
 
-REPO = Path(__file__).resolve().parents[1]
+
 sys.path.insert(0, str(REPO / "training"))
 
 from gss_hf import GSSConfig, GSSImageProcessor, MaskigeTokenizer  # noqa: E402
@@ -38,8 +39,6 @@ from segmentation_data import (  # noqa: E402
 from segmentation_evaluation import evaluate_photos, evaluate_reconstruction, evaluate_segmentation  # noqa: E402
 
 
-CAMVID = REPO.parent / "shared" / "data" / "camvid"
-CAMVID_VOID = 11
 EXAMPLE_PHOTO = "0016E5_08115.png"
 # Every tenth `val` photo: the four CamVid sequences, not ten neighbouring frames.
 REGRESSION_PHOTOS = [

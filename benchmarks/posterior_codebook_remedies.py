@@ -11,16 +11,12 @@ with re-seeding, and lr 3e-4 with and without re-seeding.
 """
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
+from camvid_runs import require_camvid, run_training_script
 
-REPO = Path(__file__).resolve().parents[1]
-CAMVID = REPO.parent / "shared" / "data" / "camvid"
+
 SETTINGS = {
     "lr 1e-3, no re-seeding": ["--learning_rate", "1e-3", "--reseed_dead_codes_every", "0"],
     "lr 1e-3, re-seed every 25 steps": ["--learning_rate", "1e-3", "--reseed_dead_codes_every", "25"],
@@ -30,14 +26,10 @@ SETTINGS = {
 
 
 def train(setting: list[str], steps: int, crop: list[str], output_dir: Path) -> tuple[dict, float]:
-    command = [
-        sys.executable, str(REPO / "training" / "train_posterior.py"), "--config_name", "gss-mobilenetv2-camvid",
-        "--data_dir", str(CAMVID), "--void_value", "11", "--crop_size", *crop, "--max_train_steps", str(steps),
-        "--per_device_train_batch_size", "8", "--output_dir", str(output_dir), *setting,
-    ]  # fmt: skip
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, cwd=REPO)
-    return json.loads((output_dir / "eval_results.json").read_text()), time.perf_counter() - start
+    return run_training_script("train_posterior.py", [
+        "--config_name", "gss-mobilenetv2-camvid", "--crop_size", *crop, "--max_train_steps", str(steps),
+        "--per_device_train_batch_size", "8", *setting,
+    ], output_dir)  # fmt: skip
 
 
 def main() -> None:
@@ -46,8 +38,7 @@ def main() -> None:
     parser.add_argument("--crop_size", nargs=2, default=["96", "128"], metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--only", nargs="*", help="Run only these settings (by their table name).")
     args = parser.parse_args()
-    if not CAMVID.is_dir():
-        sys.exit(f"CamVid is not at {CAMVID}.")
+    require_camvid()
     print(f"{args.steps} steps, batch 8, {args.crop_size[0]}x{args.crop_size[1]} crops, CamVid train -> val\n")
     print("| setting | reconstruction mIoU | live codes (of 1024) | perplexity | minutes |")
     print("|---|---|---|---|---|")

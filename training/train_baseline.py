@@ -13,9 +13,10 @@ import argparse
 
 from transformers import MobileNetV2ForSemanticSegmentation
 
+from baseline_model import deeplabv3_mobilenet_v2
 from gss_hf import GSSImageProcessor
-from gss_hf.pretrained_mobilenet_v2 import load_imagenet_mobilenet_v2, torchvision_mobilenet_v2_config
-from segmentation_data import IGNORE_INDEX, add_data_arguments, collate_segmentation
+from gss_hf.pretrained_mobilenet_v2 import load_imagenet_mobilenet_v2
+from segmentation_data import add_data_arguments, collate_segmentation
 from training_common import (
     add_training_arguments,
     check_training_arguments,
@@ -48,11 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_model(args: argparse.Namespace) -> MobileNetV2ForSemanticSegmentation:
     """DeepLabV3 on MobileNetV2 with the dataset's classes, the backbone from ImageNet when asked."""
     classes = load_gss_config(args.config_name)
-    config = torchvision_mobilenet_v2_config()
-    config.id2label, config.label2id = dict(classes.id2label), dict(classes.label2id)
-    config.semantic_loss_ignore_index = IGNORE_INDEX
-    config.output_stride = args.output_stride
-    model = MobileNetV2ForSemanticSegmentation(config)
+    model = deeplabv3_mobilenet_v2(classes.id2label, classes.label2id, args.output_stride)
     if args.pretrained_backbone == "imagenet-mobilenet-v2":
         load_imagenet_mobilenet_v2(model.mobilenet_v2)
     return model
