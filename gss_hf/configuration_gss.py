@@ -208,6 +208,7 @@ class GSSConfig(PreTrainedConfig):
     ignore_index: int = IGNORE_INDEX
     codebook_size: int = 8192
     token_stride: int = 4
+    tokenizer_type: str = "vqmodel"
     tokenizer_config: dict | None = None
     prior_head_type: str = "mla"
     mla_channels: int = 384

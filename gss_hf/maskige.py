@@ -191,7 +191,7 @@ def maskige_from_labels(
     ignore_color: torch.Tensor | Sequence[int],
     ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
-    """Paints label maps as maskiges (the colour map X).
+    """Paints label maps as maskiges (the colour map X), after checking every label.
 
     Args:
         labels: (batch, height, width) integer class ids in 0..K-1, or `ignore_index` for unlabelled pixels.
@@ -203,8 +203,23 @@ def maskige_from_labels(
         (batch, 3, height, width) uint8 maskige on the device of `labels`.
     """
     colors = _palette_tensor(palette, labels.device)
+    check_labels(labels, colors.shape[0], ignore_index)
+    return _paint(labels, colors, ignore_color, ignore_index)
+
+
+def paint_maskige(
+    labels: torch.Tensor,
+    palette: torch.Tensor | ColorRows,
+    ignore_color: torch.Tensor | Sequence[int],
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """`maskige_from_labels` without the label check (a host synchronisation), for labels already checked, as
+    `GSSForSemanticSegmentation.forward` checks its labels once per call."""
+    return _paint(labels, _palette_tensor(palette, labels.device), ignore_color, ignore_index)
+
+
+def _paint(labels: torch.Tensor, colors: torch.Tensor, ignore_color, ignore_index: int) -> torch.Tensor:
     num_classes = colors.shape[0]
-    check_labels(labels, num_classes, ignore_index)
     labels = labels.long()
     unlabelled = labels == ignore_index
     lookup = torch.cat([colors, _palette_tensor([ignore_color], labels.device)], dim=0)

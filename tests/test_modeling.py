@@ -11,7 +11,7 @@ from transformers.testing_utils import CaptureLogger
 from transformers.utils import logging
 
 from gss_hf import GSSForSemanticSegmentation, MaskigeTokenizer, generate_palette, maskige_from_labels
-from gss_hf.modeling_gss import fill_unlabelled_pixels
+from gss_hf.modeling_gss import fill_unlabelled_pixels, masked_cross_entropy
 from gss_hf.token_cross_entropy import TOKEN_IGNORE_INDEX
 from tiny_models import NUM_TINY_LABELS, TINY_BACKBONES, tiny_gss_config, tiny_tokenizer_config
 
@@ -193,29 +193,57 @@ def test_sliding_window_averages_the_overlapping_crops():
     torch.testing.assert_close(sliding[..., 32:], right[..., 8:], **close)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Stage III
-# ----------------------------------------------------------------------------------------------------------------
-def test_inverse_training_trains_only_the_learned_inverse_on_predicted_maskiges():
-    model = tiny_model(inverse_type="learned")
-    model.freeze_for_inverse_training()
-    model.train()
-    assert not model.backbone.training and not model.prior_head.training and model.inverse.training
-    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"inverse"}
-    pixel_values, labels = photos_and_labels()
-    output = model(pixel_values, labels=labels)
-    output.loss.backward()
-    assert all(p.grad is not None for p in model.inverse.parameters())
+def test_with_labels_and_a_sliding_window_in_eval_mode_the_prior_runs_once_per_crop(monkeypatch):
+    model = tiny_model(sliding_window_crop_size=32, sliding_window_stride=24, sliding_window_batch_size=1).eval()
+    pixel_values, labels = photos_and_labels(batch=1, height=32, width=56)
+    calls = []
+    original = model._prior
+    monkeypatch.setattr(model, "_prior", lambda crops: calls.append(tuple(crops.shape[-2:])) or original(crops))
     with torch.no_grad():
-        predicted = model.predict(pixel_values).maskige
-    torch.testing.assert_close(output.maskige, predicted)
-    expected = torch.nn.functional.cross_entropy(model.inverse(predicted), labels, ignore_index=255)
-    torch.testing.assert_close(output.loss, expected)
+        output = model(pixel_values, labels=labels, sliding_window=True)
+    assert calls == [(32, 32), (32, 32)], "one prior pass per crop, none on the whole image"
+    with torch.no_grad():
+        crop_losses = [model(pixel_values[..., left:left + 32], labels=labels[..., left:left + 32]).loss
+                       for left in (0, 24)]  # fmt: skip
+    torch.testing.assert_close(output.loss, torch.stack(crop_losses).mean())
+    assert output.logits.shape == (1, NUM_TINY_LABELS, 32, 56)
 
 
-def test_inverse_training_needs_a_learned_inverse(model):
-    with pytest.raises(ValueError, match="inverse_type='learned'"):
-        tiny_model().freeze_for_inverse_training()
+# ----------------------------------------------------------------------------------------------------------------
+# X^-1: swapping it, and what stage III trains
+# ----------------------------------------------------------------------------------------------------------------
+def test_set_inverse_gives_a_fresh_frozen_learned_inverse_and_records_it():
+    model = tiny_model(inverse_type="nearest").eval()
+    model.set_inverse("learned")
+    assert model.config.inverse_type == "learned"
+    assert type(model.inverse).__name__ == "LearnedInverse" and not model.inverse.training
+    assert model.inverse.parameters() and not any(p.requires_grad for p in model.inverse.parameters())
+    classifier = model.inverse.classifier
+    assert torch.equal(classifier.bias, torch.zeros_like(classifier.bias)), "initialised by the model's rules"
+    assert classifier.weight.std() < 2.5 * model.config.initializer_range, "not PyTorch's default (std ~0.2 here)"
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).logits.shape == (1, NUM_TINY_LABELS, 32, 32)
+    model.set_inverse("nearest")
+    assert model.config.inverse_type == "nearest" and not list(model.inverse.parameters())
+
+
+def test_the_stage_ii_loss_never_reaches_the_learned_inverse_which_stays_frozen():
+    model = tiny_model(inverse_type="learned").train()
+    assert not any(p.requires_grad for p in model.inverse.parameters())
+    pixel_values, labels = photos_and_labels()
+    model.inverse.requires_grad_(True)
+    model(pixel_values, labels=labels).loss.backward()
+    assert all(p.grad is None for p in model.inverse.parameters())
+
+
+def test_masked_cross_entropy_is_the_mean_over_labelled_pixels_and_zero_without_any():
+    logits = torch.randn(2, NUM_TINY_LABELS, 8, 8, requires_grad=True)
+    labels = torch.randint(0, NUM_TINY_LABELS, (2, 8, 8))
+    labels[0, :3] = 255
+    expected = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
+    torch.testing.assert_close(masked_cross_entropy(logits, labels, 255), expected)
+    empty = masked_cross_entropy(logits, torch.full_like(labels, 255), 255)
+    assert empty.item() == 0.0 and empty.requires_grad
 
 
 @pytest.mark.parametrize("inverse_type", ["nearest", "least_squares", "learned"])
