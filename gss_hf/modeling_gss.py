@@ -294,6 +294,19 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
             )
         return output
 
+    @torch.no_grad()
+    def generate_maskige(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The maskige the prior predicts for whole photos (batch, 3, H, W) -> (batch, 3, H, W), colours in 0..255,
+        without X^-1: what stage III trains the learned X^-1 on."""
+        pixel_values = self._check_pixel_values(pixel_values)
+        token_features, _ = self._prior(pixel_values)
+        maskige = self.tokenizer.decode(self._argmax_tokens(token_features))
+        return _resize_to(maskige, pixel_values.shape[-2:])
+
+    def _argmax_tokens(self, token_features: torch.Tensor) -> torch.LongTensor:
+        weight, bias = self.prior_head.classifier_weight_and_bias
+        return chunked_token_argmax(token_features, weight, bias, self.config.token_chunk_size)
+
     def _decode_prior(
         self,
         token_features: torch.Tensor,
@@ -302,14 +315,11 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         output_token_logits: bool,
     ) -> GSSSemanticSegmenterOutput:
         """Token features -> argmax tokens -> maskige -> class scores, resized to `size` if the grid overshoots."""
-        weight, bias = self.prior_head.classifier_weight_and_bias
-        token_ids = chunked_token_argmax(token_features, weight, bias, self.config.token_chunk_size)
+        token_ids = self._argmax_tokens(token_features)
         token_logits = self.prior_head.classifier(token_features) if output_token_logits else None
         maskige = self.tokenizer.decode(token_ids)
         logits = self.inverse(maskige)
-        if logits.shape[-2:] != tuple(size):
-            maskige = nn.functional.interpolate(maskige, size=size, mode="bilinear")
-            logits = nn.functional.interpolate(logits, size=size, mode="bilinear")
+        maskige, logits = _resize_to(maskige, size), _resize_to(logits, size)
         return GSSSemanticSegmenterOutput(
             logits=logits,
             maskige=maskige,
@@ -434,6 +444,14 @@ def fill_unlabelled_pixels(
     in_partly_labelled_patch = ~fully_unlabelled.repeat_interleave(token_stride, 1).repeat_interleave(token_stride, 2)
     filled = torch.where(unlabelled & in_partly_labelled_patch, fill.to(labels.dtype), labels)
     return filled, fully_unlabelled
+
+
+def _resize_to(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(batch, channels, h, w) -> (batch, channels, *size), bilinear; unchanged when already of that size (the
+    decoded grid overshoots inputs whose sides are not multiples of the token stride)."""
+    if maps.shape[-2:] == tuple(size):
+        return maps
+    return nn.functional.interpolate(maps, size=size, mode="bilinear")
 
 
 def _window_starts(length: int, crop: int, stride: int) -> list[int]:

@@ -227,6 +227,15 @@ def test_set_inverse_gives_a_fresh_frozen_learned_inverse_and_records_it():
     assert model.config.inverse_type == "nearest" and not list(model.inverse.parameters())
 
 
+def test_generate_maskige_is_the_predicted_maskige_without_the_inverse(model):
+    pixel_values = torch.randn(2, 3, 30, 46)
+    with torch.no_grad():
+        expected = model(pixel_values).maskige
+    maskige = model.generate_maskige(pixel_values)
+    assert maskige.shape == (2, 3, 30, 46) and not maskige.requires_grad
+    torch.testing.assert_close(maskige, expected)
+
+
 def test_the_stage_ii_loss_never_reaches_the_learned_inverse_which_stays_frozen():
     model = tiny_model(inverse_type="learned").train()
     assert not any(p.requires_grad for p in model.inverse.parameters())
