@@ -106,7 +106,7 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
 
     def __init__(self, config: GSSConfig):
         super().__init__(config)
-        config.check_gss_settings()
+        config.validate()
         self.backbone = GSSBackbone(config)
         self.prior_head = GSSPriorHead(config, self.backbone.channels)
         self.auxiliary_head = GSSAuxiliaryHead(config, self.backbone.channels)
