@@ -8,7 +8,7 @@ file, so that the same happens when transformers imports those files as remote c
 the model type).
 """
 
-from .configuration_gss import GSS_PRESETS, GSSConfig, default_tokenizer_config
+from .configuration_gss import GSSConfig, default_tokenizer_config
 from .image_processing_gss import GSSImageProcessor
 from .maskige import (
     IGNORE_INDEX,
@@ -24,6 +24,7 @@ from .maskige import (
 )
 from .modeling_gss import GSSForSemanticSegmentation, GSSPreTrainedModel, GSSSemanticSegmenterOutput
 from .modeling_maskige_tokenizer import MaskigeTokenizer, MaskigeTokenizerOutput
+from .presets import GSS_PRESETS
 
 
 __version__ = "0.1.0"

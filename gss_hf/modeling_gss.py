@@ -109,6 +109,7 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
 
     def __init__(self, config: GSSConfig):
         super().__init__(config)
+        config.validate()
         self.backbone = GSSBackbone(config)
         self.prior_head = GSSPriorHead(config, self.backbone.channels)
         self.auxiliary_head = GSSAuxiliaryHead(config, self.backbone.channels)

