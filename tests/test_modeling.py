@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassFieldValidationError
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSemanticSegmentation
 from transformers.testing_utils import CaptureLogger
@@ -225,6 +226,9 @@ def test_set_inverse_gives_a_fresh_frozen_learned_inverse_and_records_it():
         assert model(torch.randn(1, 3, 32, 32)).logits.shape == (1, NUM_TINY_LABELS, 32, 32)
     model.set_inverse("nearest")
     assert model.config.inverse_type == "nearest" and not list(model.inverse.parameters())
+    with pytest.raises(StrictDataclassFieldValidationError, match="inverse_type"):
+        model.set_inverse("lerned")
+    assert model.config.inverse_type == "nearest" and type(model.inverse).__name__ == "TrainingFreeInverse"
 
 
 def test_generate_maskige_is_the_predicted_maskige_without_the_inverse(model):
