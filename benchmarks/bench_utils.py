@@ -16,14 +16,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
 
 GSS_PRESET = "gss-mobilenetv2-camvid"
-TRAINING_SCRIPTS = Path(__file__).resolve().parents[1] / "training"
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, repeats: int, rounds: int) -> None:
@@ -87,8 +85,7 @@ def _labels(num_labels: int) -> dict:
 
 def deeplabv3_model(output_stride: int, num_labels: int) -> nn.Module:
     """The trained baseline's architecture (`training/baseline_model.py`), random weights."""
-    sys.path.insert(0, str(TRAINING_SCRIPTS))
-    from baseline_model import deeplabv3_mobilenet_v2
+    from training.baseline_model import deeplabv3_mobilenet_v2
 
     torch.manual_seed(0)
     return deeplabv3_mobilenet_v2(**_labels(num_labels), output_stride=output_stride)

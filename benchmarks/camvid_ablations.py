@@ -10,19 +10,15 @@ Each setting trains the `gss-mobilenetv2-camvid` tokenizer with `training/train_
 """
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from camvid_runs import REPO, require_camvid, run_training_script
+from gss_hf import GSSConfig, default_tokenizer_config
+from gss_hf.maskige import min_pairwise_distance
 
-
-sys.path.insert(0, str(REPO))
-
-from gss_hf import GSSConfig, default_tokenizer_config  # noqa: E402
-from gss_hf.maskige import min_pairwise_distance  # noqa: E402
+from camvid_runs import require_camvid, run_training_script
 
 
 def random_palette(num_classes: int, seed: int) -> list[list[int]]:

@@ -17,16 +17,12 @@ the same steps, then reports GSS-FF mIoU on `val` from the script's own `eval_re
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-from camvid_runs import REPO, require_camvid, run_training_script
+from gss_hf import GSSConfig
 
-
-sys.path.insert(0, str(REPO))
-
-from gss_hf import GSSConfig  # noqa: E402
+from camvid_runs import require_camvid, run_training_script
 
 
 RECIPE = "the recipe (auxiliary fill, MLA head)"

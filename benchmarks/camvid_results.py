@@ -20,23 +20,20 @@ import sys
 import time
 from pathlib import Path
 
-import PIL.Image
 import torch
 from accelerate import Accelerator
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-from camvid_runs import CAMVID, CAMVID_VOID, REPO
-
-
-sys.path.insert(0, str(REPO / "training"))
-
-from gss_hf import GSSConfig, GSSImageProcessor, MaskigeTokenizer  # noqa: E402
-from segmentation_data import (  # noqa: E402
+from gss_hf import GSSConfig, GSSImageProcessor, MaskigeTokenizer
+from training.data import (
+    CAMVID_VOID_VALUE,
     SegmentationEvalDataset,
     load_segmentation_splits,
-    read_segnet_photos_and_labels,
+    read_camvid_val_photos,
 )
-from segmentation_evaluation import evaluate_photos, evaluate_reconstruction, evaluate_segmentation  # noqa: E402
+from training.evaluation import evaluate_photos, evaluate_reconstruction, evaluate_segmentation
+
+from camvid_runs import CAMVID
 
 
 EXAMPLE_PHOTO = "0016E5_08115.png"
@@ -45,11 +42,6 @@ REGRESSION_PHOTOS = [
     "0016E5_07959.png", "0016E5_07979.png", "0016E5_07999.png", "0016E5_08019.png", "0016E5_08039.png",
     "0016E5_08059.png", "0016E5_08079.png", "0016E5_08099.png", "0016E5_08119.png", "0016E5_08139.png",
 ]  # fmt: skip
-
-
-def camvid_photos(names: list[str], camvid_dir: Path = CAMVID) -> tuple[list[PIL.Image.Image], list]:
-    """The named `val` photos and their label maps (void -> ignore index)."""
-    return read_segnet_photos_and_labels(camvid_dir, "val", names, CAMVID_VOID)
 
 
 def row(name: str, scores: dict, seconds: float) -> str:
@@ -81,7 +73,8 @@ def main() -> None:
 
     def dataset_for(config) -> SegmentationEvalDataset:
         return SegmentationEvalDataset(
-            split, GSSImageProcessor.image_mean, GSSImageProcessor.image_std, CAMVID_VOID, False, config.num_labels
+            split, GSSImageProcessor.image_mean, GSSImageProcessor.image_std, CAMVID_VOID_VALUE, False,
+            config.num_labels,
         )
 
     if args.tokenizer:
@@ -105,16 +98,16 @@ def main() -> None:
         processor = AutoImageProcessor.from_pretrained(args.embedded)
         start = time.perf_counter()
         names = sorted(path.name for path in (args.camvid_dir / "val").iterdir())
-        results["embedded"] = evaluate_photos(model, processor, *camvid_photos(names, args.camvid_dir))
+        results["embedded"] = evaluate_photos(model, processor, *read_camvid_val_photos(args.camvid_dir, names))
         lines.append(row("embedded model, through its processor", results["embedded"], time.perf_counter() - start))
         results["regression_reference"] = {
             "example_photo": EXAMPLE_PHOTO,
             "example_photo_mean_iou": evaluate_photos(
-                model, processor, *camvid_photos([EXAMPLE_PHOTO], args.camvid_dir)
+                model, processor, *read_camvid_val_photos(args.camvid_dir, [EXAMPLE_PHOTO])
             )["mean_iou"],
             "photos": REGRESSION_PHOTOS,
             "photos_mean_iou": evaluate_photos(
-                model, processor, *camvid_photos(REGRESSION_PHOTOS, args.camvid_dir)
+                model, processor, *read_camvid_val_photos(args.camvid_dir, REGRESSION_PHOTOS)
             )["mean_iou"],
         }
 

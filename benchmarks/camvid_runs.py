@@ -11,10 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+from training.data import CAMVID_VOID_VALUE
+
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID = REPO.parent / "shared" / "data" / "camvid"
-CAMVID_VOID = 11
 
 
 def require_camvid() -> None:
@@ -30,8 +31,8 @@ def run_training_script(script: str, arguments: list[str], output_dir: Path) -> 
     fails, so that the error is not lost behind the table.
     """
     command = [
-        sys.executable, str(REPO / "training" / script), "--data_dir", str(CAMVID), "--void_value", str(CAMVID_VOID),
-        *arguments, "--output_dir", str(output_dir),
+        sys.executable, str(REPO / "training" / script), "--data_dir", str(CAMVID),
+        "--void_value", str(CAMVID_VOID_VALUE), *arguments, "--output_dir", str(output_dir),
     ]  # fmt: skip
     start = time.perf_counter()
     run = subprocess.run(command, capture_output=True, text=True, cwd=REPO)

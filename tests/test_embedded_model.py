@@ -2,7 +2,6 @@
 what `benchmarks/camvid_results.py` recorded for it (a regression guard recomputed from the model every run)."""
 
 import json
-import sys
 from pathlib import Path
 
 import PIL.Image
@@ -10,12 +9,11 @@ import pytest
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline
 
 from gss_hf.segment_cli import EMBEDDED_MODEL
+from training.data import read_camvid_val_photos
+from training.evaluation import evaluate_photos
 
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-from camvid_results import REGRESSION_PHOTOS, camvid_photos  # noqa: E402
-from segmentation_evaluation import evaluate_photos  # noqa: E402  (training/, put on the path by camvid_results)
 
 
 EXAMPLE_PHOTO = REPO / "examples" / "camvid_0016E5_08115.png"
@@ -63,14 +61,14 @@ def test_example_photo_is_the_shipped_camvid_val_photo(camvid_dir):
 
 def test_example_photo_miou_matches_the_results_table(model_and_processor, reference, camvid_dir):
     assert reference["example_photo"] == EXAMPLE_PHOTO.name.removeprefix("camvid_")
-    photos, labels = camvid_photos([reference["example_photo"]], camvid_dir)
+    photos, labels = read_camvid_val_photos(camvid_dir, [reference["example_photo"]])
     scores = evaluate_photos(*model_and_processor, photos, labels)
     assert scores["mean_iou"] == pytest.approx(reference["example_photo_mean_iou"], abs=TOLERANCE)
 
 
 def test_ten_val_photos_miou_matches_the_results_table(model_and_processor, reference, camvid_dir):
-    assert reference["photos"] == REGRESSION_PHOTOS
-    scores = evaluate_photos(*model_and_processor, *camvid_photos(REGRESSION_PHOTOS, camvid_dir))
+    assert reference["photos"]  # benchmarks/camvid_results.py writes its REGRESSION_PHOTOS here
+    scores = evaluate_photos(*model_and_processor, *read_camvid_val_photos(camvid_dir, reference["photos"]))
     assert scores["mean_iou"] == pytest.approx(reference["photos_mean_iou"], abs=TOLERANCE)
 
 

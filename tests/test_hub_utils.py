@@ -11,10 +11,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard, constants
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
-from hub_utils import push_to_hub, training_command, write_model_card  # noqa: E402
+from training.hub_utils import push_to_hub, training_command, write_model_card
 
 
 METRICS = {"mean_iou": 0.6123, "mean_accuracy": 0.7, "overall_accuracy": 0.9, "live_codes": 17}

@@ -1,9 +1,8 @@
-"""Tests for training/segmentation_data.py: split loading for every layout, file errors that name the file, the
+"""Tests for training/data/: split loading for every layout, file errors that name the file, the
 augmentation's rules and determinism, the sampler, the datasets, collation and synthetic label maps."""
 
 import argparse
 import io
-import sys
 import time
 from pathlib import Path
 
@@ -14,11 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
-import segmentation_data  # noqa: E402
-from segmentation_data import (  # noqa: E402
+from training.data import (
     IGNORE_INDEX,
     EpochSampler,
     SegmentationAugmentation,
@@ -33,6 +28,7 @@ from segmentation_data import (  # noqa: E402
     read_label_map,
     synthetic_label_map,
 )
+from training.data import layouts
 
 
 HEIGHT, WIDTH = 24, 32
@@ -195,7 +191,7 @@ def test_hub_id_offline_fails_fast_naming_the_id():
 def test_unreachable_hub_fails_fast_without_load_dataset_retries(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(segmentation_data, "hub_is_reachable", lambda: False)
+    monkeypatch.setattr(layouts, "hub_is_reachable", lambda: False)
 
     def load_dataset_must_not_run(*args, **kwargs):
         raise AssertionError("load_dataset would retry an unreachable Hub for ~20 s")

@@ -3,7 +3,6 @@ training scripts, against hand-computed confusion matrices and against each othe
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import evaluate
@@ -12,12 +11,11 @@ import pytest
 import torch
 from accelerate import Accelerator
 
+from training.gss_miou.gss_miou import confusion_matrix, scores_from_confusion_matrix
+from training.metrics import StreamingConfusionMatrix, codebook_usage, count_tokens
+
 
 TRAINING_DIR = Path(__file__).resolve().parents[1] / "training"
-sys.path.insert(0, str(TRAINING_DIR))
-
-from gss_miou.gss_miou import confusion_matrix, scores_from_confusion_matrix  # noqa: E402
-from segmentation_metrics import StreamingConfusionMatrix, codebook_usage, count_tokens  # noqa: E402
 
 
 IGNORE = 255

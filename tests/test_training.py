@@ -1,6 +1,7 @@
 """The training and evaluation scripts, run as users run them (subprocesses, `accelerate launch` for two processes)
 on a generated tiny dataset, and on CamVid (slow, skipped without it)."""
 
+import importlib
 import json
 import os
 import signal
@@ -17,18 +18,11 @@ from safetensors.torch import load_file
 
 from gss_hf import GSSForSemanticSegmentation
 from tiny_models import NUM_TINY_LABELS, tiny_gss_config
+from training.common import TRAINING_STATE_FILE, find_checkpoint, make_optimizer_and_schedule, parameter_groups
 
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINING = REPO / "training"
-sys.path.insert(0, str(TRAINING))
-
-from training_common import (  # noqa: E402
-    TRAINING_STATE_FILE,
-    find_checkpoint,
-    make_optimizer_and_schedule,
-    parameter_groups,
-)
 
 
 VOID = 11
@@ -196,7 +190,7 @@ def test_tokenizer_reconstruction_evaluation(tiny_tokenizer, tiny_config_dir, ti
     "script", ["train_posterior", "train_prior", "train_inverse", "train_baseline", "evaluate_gss"]
 )
 def test_every_script_has_help(script, capsys):
-    module = __import__(script)
+    module = importlib.import_module(f"training.{script}")
     with pytest.raises(SystemExit) as exit_info:
         module.parse_args(["--help"])
     assert exit_info.value.code == 0

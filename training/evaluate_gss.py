@@ -4,7 +4,7 @@
     accelerate launch training/evaluate_gss.py --tokenizer_path outputs/tokenizer --config_name gss-mobilenetv2-camvid \
         --data_dir ../shared/data/camvid --void_value 11
 
-The scores come from `segmentation_evaluation.py`, which the training scripts also use on their validation split;
+The scores come from `training/evaluation.py`, which the training scripts also use on their validation split;
 with several processes (`accelerate launch --num_processes N`) they equal the single-process ones.
 """
 
@@ -16,9 +16,9 @@ from accelerate import Accelerator
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 from gss_hf import GSSConfig, GSSImageProcessor, MaskigeTokenizer
-from segmentation_data import SegmentationEvalDataset, add_data_arguments, load_splits_from_args
-from segmentation_evaluation import evaluate_reconstruction, evaluate_segmentation
-from training_common import launched_on_cpu_only, load_gss_config
+from training.common import launched_on_cpu_only, load_gss_config
+from training.data import SegmentationEvalDataset, add_data_arguments, load_splits_from_args
+from training.evaluation import evaluate_reconstruction, evaluate_segmentation
 
 
 def eval_dataset_for(args: argparse.Namespace, config: GSSConfig, image_mean, image_std) -> SegmentationEvalDataset:

@@ -17,14 +17,13 @@ from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 from gss_hf import GSSImageProcessor
 from gss_hf.segment_cli import EMBEDDED_MODEL
-from hub_utils import write_model_card
-from segmentation_data import read_segnet_photos_and_labels
-from segmentation_evaluation import evaluate_photos
+from training.data import read_camvid_val_photos
+from training.evaluation import evaluate_photos
+from training.hub_utils import write_model_card
 
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "training" / "camvid_recipe.sh"
-CAMVID_VOID = 11
 DATA_SECTION = """## Training data and licence
 
 Trained on the 367 `train` photos of CamVid (the SegNet 11-class version; 360x480 driving photos from Cambridge,
@@ -64,7 +63,7 @@ def main() -> None:
     reloaded = AutoModelForSemanticSegmentation.from_pretrained(args.output_dir)
     reloaded_processor = AutoImageProcessor.from_pretrained(args.output_dir)
     names = sorted(path.name for path in (args.camvid_dir / "val").iterdir())
-    photos, labels = read_segnet_photos_and_labels(args.camvid_dir, "val", names, CAMVID_VOID)
+    photos, labels = read_camvid_val_photos(args.camvid_dir, names)
     scores = evaluate_photos(reloaded, reloaded_processor, photos, labels)
     metrics = {key: scores[key] for key in ("mean_iou", "mean_accuracy", "overall_accuracy")}
     metrics |= {f"iou_{name}": value for name, value in scores["per_category_iou_by_name"].items()}

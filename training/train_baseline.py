@@ -13,11 +13,10 @@ import argparse
 
 from transformers import MobileNetV2ForSemanticSegmentation
 
-from baseline_model import deeplabv3_mobilenet_v2
 from gss_hf import GSSImageProcessor
 from gss_hf.pretrained_mobilenet_v2 import load_imagenet_mobilenet_v2
-from segmentation_data import add_data_arguments, collate_segmentation
-from training_common import (
+from training.baseline_model import deeplabv3_mobilenet_v2
+from training.common import (
     add_training_arguments,
     check_training_arguments,
     evaluate_and_save_model,
@@ -28,6 +27,7 @@ from training_common import (
     make_train_dataloader,
     train,
 )
+from training.data import add_data_arguments, collate_segmentation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

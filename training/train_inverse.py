@@ -14,8 +14,7 @@ import argparse
 from transformers import AutoImageProcessor
 
 from gss_hf import GSSConfig, GSSForSemanticSegmentation
-from segmentation_data import add_data_arguments, collate_segmentation
-from training_common import (
+from training.common import (
     add_training_arguments,
     check_training_arguments,
     evaluate_and_save_model,
@@ -25,6 +24,7 @@ from training_common import (
     make_train_dataloader,
     train,
 )
+from training.data import add_data_arguments, collate_segmentation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -21,10 +21,7 @@ import torch
 from accelerate.utils import broadcast
 
 from gss_hf import GSSImageProcessor, MaskigeTokenizer, maskige_from_labels, maskige_to_tokenizer_pixels
-from segmentation_data import SyntheticLabelDataset, add_data_arguments, collate_segmentation
-from segmentation_evaluation import evaluate_reconstruction
-from segmentation_metrics import count_tokens
-from training_common import (
+from training.common import (
     add_training_arguments,
     check_training_arguments,
     finish,
@@ -35,6 +32,9 @@ from training_common import (
     make_train_dataloader,
     train,
 )
+from training.data import SyntheticLabelDataset, add_data_arguments, collate_segmentation
+from training.evaluation import evaluate_reconstruction
+from training.metrics import count_tokens
 
 
 class RealAndSyntheticLabels(torch.utils.data.Dataset):

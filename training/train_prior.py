@@ -14,8 +14,7 @@ import json
 
 from gss_hf import GSSForSemanticSegmentation, GSSImageProcessor, MaskigeTokenizer
 from gss_hf.pretrained_mobilenet_v2 import gss_model_with_imagenet_mobilenet_v2
-from segmentation_data import add_data_arguments, collate_segmentation
-from training_common import (
+from training.common import (
     add_training_arguments,
     check_training_arguments,
     evaluate_and_save_model,
@@ -26,6 +25,7 @@ from training_common import (
     make_train_dataloader,
     train,
 )
+from training.data import add_data_arguments, collate_segmentation
 
 
 PRETRAINED_BACKBONES = ("none", "imagenet-mobilenet-v2")

@@ -18,8 +18,8 @@ from gss_hf import (
     class_scores_nearest_color,
     maskige_from_labels,
 )
-from segmentation_data import IGNORE_INDEX, SegmentationEvalDataset, collate_segmentation
-from segmentation_metrics import StreamingConfusionMatrix, codebook_usage, count_tokens
+from training.data import IGNORE_INDEX, SegmentationEvalDataset, collate_segmentation
+from training.metrics import StreamingConfusionMatrix, codebook_usage, count_tokens
 
 
 def process_shard(dataset: torch.utils.data.Dataset, accelerator: Accelerator, batch_size: int):

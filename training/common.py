@@ -27,15 +27,15 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_polynomial_decay_schedule_with_warmup
 
 from gss_hf import GSS_PRESETS, GSSConfig, GSSImageProcessor
-from hub_utils import push_to_hub, training_command, write_model_card
-from segmentation_data import (
+from training.data import (
     EpochSampler,
     SegmentationAugmentation,
     SegmentationEvalDataset,
     SegmentationTrainDataset,
     load_splits_from_args,
 )
-from segmentation_evaluation import evaluate_segmentation
+from training.evaluation import evaluate_segmentation
+from training.hub_utils import push_to_hub, training_command, write_model_card
 
 
 CHECKPOINT_PREFIX = "checkpoint-"

@@ -8,7 +8,7 @@ the scripts report and the ones `evaluate.load("training/gss_miou")` gives canno
 import math
 
 import torch
-from gss_miou.gss_miou import class_names, scores_from_confusion_matrix
+from training.gss_miou.gss_miou import class_names, scores_from_confusion_matrix
 
 
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
