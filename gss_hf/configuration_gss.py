@@ -370,9 +370,16 @@ class GSSConfig(PreTrainedConfig):
                 f"{model_type!r} backbone, got {indices!r}."
             )
 
-    def check_gss_settings(self) -> None:
-        """The same as `validate()`, kept for callers written before it existed."""
-        self.validate()
+    @classmethod
+    def check_field_names(cls, names, where: str) -> None:
+        """Raises `ValueError` for the first of `names` that is no field, naming the nearest one: a misspelt
+        override would otherwise be kept as an extra attribute that nothing reads."""
+        known = {f.name for f in fields(cls) if f.init} | {"num_labels"}
+        for key in names:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; the fields are {sorted(known)}."
+                raise ValueError(f"{where} got an unknown field {key!r}{hint}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "GSSConfig":
@@ -381,12 +388,7 @@ class GSSConfig(PreTrainedConfig):
 
         if name not in GSS_PRESETS:
             raise ValueError(f"Unknown GSS preset {name!r}; choose one of {sorted(GSS_PRESETS)}.")
-        known = {f.name for f in fields(cls) if f.init} | {"num_labels"}
-        for key in overrides:
-            if key not in known:
-                close = difflib.get_close_matches(key, sorted(known), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; the fields are {sorted(known)}."
-                raise ValueError(f"`GSSConfig.from_preset({name!r}, ...)` got an unknown field {key!r}{hint}")
+        cls.check_field_names(overrides, f"`GSSConfig.from_preset({name!r}, ...)`")
         settings = copy.deepcopy(GSS_PRESETS[name])
         settings.update(overrides)
         return cls(**settings)

@@ -49,6 +49,15 @@ class GSSTokenizer(nn.Module, abc.ABC):
     def from_gss_config(cls, config: GSSConfig) -> "GSSTokenizer":
         """A freshly initialised tokenizer with the settings of `config` (its `tokenizer_config`)."""
 
+    @classmethod
+    @abc.abstractmethod
+    def from_pretrained(cls, pretrained_path: str, **kwargs) -> "GSSTokenizer":
+        """A trained tokenizer from a folder written by `save_pretrained` (or a Hub id)."""
+
+    @abc.abstractmethod
+    def save_pretrained(self, save_directory: str, **kwargs) -> None:
+        """Writes the tokenizer, weights and settings, for `from_pretrained` (stage I's output folder)."""
+
     @abc.abstractmethod
     def check_compatible(self, config: GSSConfig) -> None:
         """Raises `ValueError` naming the differences unless this tokenizer has the settings of `config`, so that
@@ -95,14 +104,26 @@ def register_tokenizer_type(tokenizer_type: str, tokenizer_class: type[GSSTokeni
     TOKENIZER_TYPES[tokenizer_type] = tokenizer_class
 
 
-def build_tokenizer(config: GSSConfig) -> GSSTokenizer:
-    """The tokenizer named by `config.tokenizer_type`, freshly initialised."""
+def tokenizer_class(config: GSSConfig) -> type[GSSTokenizer]:
+    """The class registered for `config.tokenizer_type`."""
     if config.tokenizer_type not in TOKENIZER_TYPES:
         raise ValueError(
             f"Unknown `tokenizer_type` {config.tokenizer_type!r}; registered types: {sorted(TOKENIZER_TYPES)} "
             "(add one with `register_tokenizer_type`)."
         )
-    return TOKENIZER_TYPES[config.tokenizer_type].from_gss_config(config)
+    return TOKENIZER_TYPES[config.tokenizer_type]
 
 
-__all__ = ["GSSTokenizer", "TOKENIZER_TYPES", "TokenizerTrainingOutput", "build_tokenizer", "register_tokenizer_type"]
+def build_tokenizer(config: GSSConfig) -> GSSTokenizer:
+    """The tokenizer named by `config.tokenizer_type`, freshly initialised."""
+    return tokenizer_class(config).from_gss_config(config)
+
+
+__all__ = [
+    "GSSTokenizer",
+    "TOKENIZER_TYPES",
+    "TokenizerTrainingOutput",
+    "build_tokenizer",
+    "register_tokenizer_type",
+    "tokenizer_class",
+]

@@ -182,8 +182,6 @@ def test_validate_catches_cross_field_edits_after_creation(tmp_path):
     with pytest.raises(CROSS, match=r"validate_window_blocks.*\n.*`prior_num_heads` \(7\) must divide `prior_hidden_size`"):
         config.validate()
     with pytest.raises(CROSS, match="must divide `prior_hidden_size`"):
-        config.check_gss_settings()  # the older name, still called by training/train_prior.py
-    with pytest.raises(CROSS, match="must divide `prior_hidden_size`"):
         config.save_pretrained(tmp_path)
     config.prior_hidden_size = 7 * 64
     config.prior_intermediate_size = 7 * 128

@@ -28,6 +28,8 @@ from training.data import (
     read_label_map,
     synthetic_label_map,
 )
+from gss_hf import GSSImageProcessor
+from gss_hf.label_spec import LabelSpec
 from training.data import layouts
 
 
@@ -97,8 +99,13 @@ def parse_data_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def eval_dataset(split: datasets.Dataset, **kwargs) -> SegmentationEvalDataset:
-    return SegmentationEvalDataset(split, image_mean=MEAN, image_std=STD, **kwargs)
+def processor(**label_settings) -> GSSImageProcessor:
+    """What the scripts evaluate with: photos at their own size, the given label conventions."""
+    return GSSImageProcessor(do_resize=False, **label_settings)
+
+
+def eval_dataset(split: datasets.Dataset, num_labels: int | None = None, **label_settings) -> SegmentationEvalDataset:
+    return SegmentationEvalDataset(split, processor(**label_settings), num_labels)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -119,7 +126,7 @@ def test_camvid_layout_pairs_photos_with_same_name_labels(tmp_path):
     assert [path.name for path in image_paths] == [path.name for path in label_paths]
     assert {path.parent.name for path in label_paths} == {"trainannot"}
     np.testing.assert_array_equal(
-        read_label_map(train[1]["label"], void_value=None, reduce_labels=False),
+        read_label_map(train[1]["label"], LabelSpec()),
         np.array(Image.open(root / "trainannot" / "frame_001.png")),
     )
 
@@ -147,7 +154,7 @@ def test_save_to_disk_dataset_dict_is_renamed_to_image_and_label(tmp_path):
     example = splits["train"][2]
     np.testing.assert_array_equal(read_image(example["image"], "photo"), np.array(original[2]["pixel_values"]))
     np.testing.assert_array_equal(
-        read_label_map(example["label"], void_value=None, reduce_labels=False), np.array(original[2]["annotation"])
+        read_label_map(example["label"], LabelSpec()), np.array(original[2]["annotation"])
     )
 
 
@@ -270,14 +277,14 @@ def test_read_image_converts_grey_palette_rgba_and_16_bit(tmp_path):
 def test_read_label_map_void_and_reduce_labels():
     raw = np.array([[0, 1, 2], [11, 255, 5]], dtype=np.uint8)
     entry = {"bytes": encoded_png(raw), "path": None}
-    np.testing.assert_array_equal(read_label_map(entry, void_value=None, reduce_labels=False), raw)
+    np.testing.assert_array_equal(read_label_map(entry, LabelSpec()), raw)
     np.testing.assert_array_equal(
-        read_label_map(entry, void_value=11, reduce_labels=False), [[0, 1, 2], [255, 255, 5]]
+        read_label_map(entry, LabelSpec(void_value=11)), [[0, 1, 2], [255, 255, 5]]
     )
     np.testing.assert_array_equal(
-        read_label_map(entry, void_value=None, reduce_labels=True), [[255, 0, 1], [10, 255, 4]]
+        read_label_map(entry, LabelSpec(reduce_labels=True)), [[255, 0, 1], [10, 255, 4]]
     )
-    assert read_label_map(entry, void_value=11, reduce_labels=True).dtype == np.int64
+    assert read_label_map(entry, LabelSpec(void_value=11, reduce_labels=True)).dtype == np.int64
 
 
 def test_entry_without_bytes_or_path_is_refused():
@@ -307,7 +314,7 @@ def test_missing_photo_file_is_named_when_read(tmp_path):
     root = make_camvid(tmp_path / "camvid")
     splits = load_segmentation_splits(data_dir=str(root))
     (root / "train" / "frame_002.png").unlink()
-    dataset = SegmentationTrainDataset(splits["train"], SegmentationAugmentation((16, 16)), 0, MEAN, STD)
+    dataset = SegmentationTrainDataset(splits["train"], SegmentationAugmentation((16, 16)), 0, processor())
     with pytest.raises(ValueError, match=r"Cannot read the photo .*train/frame_002\.png"):
         dataset[(0, 2)]
 
@@ -465,7 +472,7 @@ def test_train_items_depend_only_on_their_key(tmp_path):
     augmentation = SegmentationAugmentation((16, 20))
 
     def dataset(**kwargs) -> SegmentationTrainDataset:
-        return SegmentationTrainDataset(train, augmentation, seed=7, image_mean=MEAN, image_std=STD, **kwargs)
+        return SegmentationTrainDataset(train, augmentation, seed=7, image_processor=processor(), **kwargs)
 
     keys = [(0, 0), (0, 1), (0, 2), (1, 0)]
     forward = {key: dataset()[key] for key in keys}
@@ -479,7 +486,7 @@ def test_train_items_depend_only_on_their_key(tmp_path):
     assert not torch.equal(forward[(0, 0)]["pixel_values"], forward[(1, 0)]["pixel_values"])
     assert not torch.equal(
         forward[(0, 0)]["pixel_values"],
-        SegmentationTrainDataset(train, augmentation, 8, MEAN, STD)[(0, 0)]["pixel_values"],
+        SegmentationTrainDataset(train, augmentation, 8, processor())[(0, 0)]["pixel_values"],
     )
     labels_only = dataset(with_images=False)[(0, 1)]
     assert list(labels_only) == ["labels"]
@@ -509,7 +516,7 @@ def test_collate_stacks_and_refuses_different_sizes():
 
 def test_dataloader_with_epoch_sampler(tmp_path):
     train = load_segmentation_splits(data_dir=str(make_camvid(tmp_path / "camvid")))["train"]
-    dataset = SegmentationTrainDataset(train, SegmentationAugmentation((16, 16)), 0, MEAN, STD)
+    dataset = SegmentationTrainDataset(train, SegmentationAugmentation((16, 16)), 0, processor())
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=3, sampler=EpochSampler(len(dataset), seed=0), collate_fn=collate_segmentation
     )
@@ -552,7 +559,7 @@ def test_camvid_splits_and_void(camvid_dir):
     dataset = eval_dataset(splits["validation"], void_value=11, num_labels=NUM_LABELS)
     raw_values, values = set(), set()
     for index in (0, 50, 100):
-        raw_values |= set(np.unique(read_label_map(splits["validation"][index]["label"], None, False)).tolist())
+        raw_values |= set(np.unique(read_label_map(splits["validation"][index]["label"], LabelSpec())).tolist())
         item = dataset[index]
         assert item["pixel_values"].shape == (3, 360, 480)
         values |= set(item["labels"].unique().tolist())
@@ -564,6 +571,6 @@ def test_camvid_splits_and_void(camvid_dir):
 def test_camvid_every_validation_label_is_a_class_or_ignored(camvid_dir):
     validation = load_segmentation_splits(data_dir=str(camvid_dir))["validation"]
     for index in range(len(validation)):
-        labels = read_label_map(validation[index]["label"], void_value=11, reduce_labels=False)
+        labels = read_label_map(validation[index]["label"], LabelSpec(void_value=11))
         assert labels.shape == (360, 480)
         assert set(np.unique(labels).tolist()) <= set(range(NUM_LABELS)) | {IGNORE_INDEX}

@@ -3,6 +3,7 @@
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gss_hf import GSSForSemanticSegmentation, MaskigeTokenizer, maskige_from_labels, maskige_to_tokenizer_pixels
@@ -12,6 +13,7 @@ from gss_hf.modeling_gss_tokenizer import (
     TokenizerTrainingOutput,
     build_tokenizer,
     register_tokenizer_type,
+    tokenizer_class,
 )
 from tiny_models import NUM_TINY_LABELS, tiny_gss_config
 
@@ -28,6 +30,16 @@ class PatchColorTokenizer(GSSTokenizer):
     @classmethod
     def from_gss_config(cls, config):
         return cls(config.codebook_size, config.token_stride)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_path, **kwargs):
+        codebook = load_file(f"{pretrained_path}/codebook.safetensors")["codebook"]
+        tokenizer = cls(len(codebook))
+        tokenizer.codebook.data.copy_(codebook)
+        return tokenizer
+
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        save_file({"codebook": self.codebook.detach().contiguous()}, f"{save_directory}/codebook.safetensors")
 
     def check_compatible(self, config) -> None:
         if self.stride != config.token_stride:
@@ -122,9 +134,10 @@ def test_a_registered_tokenizer_trains_two_stage_ii_steps_and_predicts(patch_col
     assert torch.equal(prediction.maskige, model.tokenizer.decode(prediction.token_ids))
 
 
-def test_load_tokenizer_takes_only_the_configured_type(patch_color_type):
+def test_load_tokenizer_takes_only_the_configured_type(patch_color_type, tmp_path):
     model = GSSForSemanticSegmentation(tiny_gss_config(tokenizer_type=patch_color_type))
-    trained = PatchColorTokenizer(model.config.codebook_size)
+    PatchColorTokenizer(model.config.codebook_size).save_pretrained(tmp_path)
+    trained = tokenizer_class(model.config).from_pretrained(tmp_path)
     model.load_tokenizer(trained)
     assert torch.equal(model.tokenizer.codebook, trained.codebook)
     with pytest.raises(TypeError, match="builds a PatchColorTokenizer"):

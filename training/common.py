@@ -96,13 +96,34 @@ def launched_on_cpu_only() -> bool:
     return not torch.accelerator.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def load_gss_config(name: str) -> GSSConfig:
-    """A `GSSConfig` from a preset name (see `GSS_PRESETS`) or a folder / Hub id holding a `config.json`."""
+def load_gss_config(name: str, overrides: dict | None = None) -> GSSConfig:
+    """A `GSSConfig` from a preset name (see `GSS_PRESETS`) or a folder / Hub id holding a `config.json`, with
+    `overrides` (from `--config_overrides`) applied before it is built, so that it is validated once, as a whole."""
+    overrides = overrides or {}
     if name in GSS_PRESETS:
-        return GSSConfig.from_preset(name)
+        return GSSConfig.from_preset(name, **overrides)
     if not Path(name).exists() and "/" not in name:
         raise ValueError(f"{name!r} is neither a GSS preset ({sorted(GSS_PRESETS)}) nor a config folder.")
-    return GSSConfig.from_pretrained(name)
+    if not overrides:
+        return GSSConfig.from_pretrained(name)
+    GSSConfig.check_field_names(overrides, "--config_overrides")
+    return GSSConfig.from_dict({**GSSConfig.from_pretrained(name).to_dict(), **overrides})
+
+
+def make_image_processor(
+    args: argparse.Namespace, ignore_index: int, base: GSSImageProcessor | None = None
+) -> GSSImageProcessor:
+    """The processor a run evaluates with and saves with its model: `base` (a stage-II model's own) or a new one
+    that keeps photos at their size unless `--shortest_edge` says otherwise, with the label conventions of the data
+    arguments (`--void_value`, `--reduce_labels`, given or kept from `base`) and the model's ignore index."""
+    settings = base.to_dict() if base is not None else {"do_resize": False}
+    if args.shortest_edge is not None:
+        settings.update(do_resize=True, size={"shortest_edge": args.shortest_edge})
+    settings["ignore_index"] = ignore_index
+    if args.void_value is not None:
+        settings["void_value"] = args.void_value
+    settings["do_reduce_labels"] = settings.get("do_reduce_labels", False) or args.reduce_labels
+    return GSSImageProcessor.from_dict(settings)
 
 
 def make_accelerator(args: argparse.Namespace, project_name: str) -> Accelerator:
@@ -165,15 +186,13 @@ def make_optimizer_and_schedule(
 def make_datasets(
     args: argparse.Namespace, num_labels: int, image_processor: GSSImageProcessor, with_images: bool = True
 ) -> tuple[SegmentationTrainDataset, SegmentationEvalDataset]:
-    """The augmented training split and the validation split, normalised as `image_processor` does."""
+    """The augmented training split and the validation split, both read and converted by `image_processor`."""
     splits = load_splits_from_args(args)
-    labels = {"void_value": args.void_value, "reduce_labels": args.reduce_labels, "num_labels": num_labels}
-    normalisation = {"image_mean": image_processor.image_mean, "image_std": image_processor.image_std}
-    augmentation = SegmentationAugmentation(tuple(args.crop_size))
+    augmentation = SegmentationAugmentation(tuple(args.crop_size), ignore_index=image_processor.ignore_index)
     train_dataset = SegmentationTrainDataset(
-        splits["train"], augmentation, args.seed, with_images=with_images, **normalisation, **labels
+        splits["train"], augmentation, args.seed, image_processor, with_images=with_images, num_labels=num_labels
     )
-    return train_dataset, SegmentationEvalDataset(splits["validation"], **normalisation, **labels)
+    return train_dataset, SegmentationEvalDataset(splits["validation"], image_processor, num_labels)
 
 
 def make_train_dataloader(

@@ -15,21 +15,26 @@ from pathlib import Path
 from accelerate import Accelerator
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-from gss_hf import GSSConfig, GSSImageProcessor, MaskigeTokenizer
-from training.common import launched_on_cpu_only, load_gss_config
+from gss_hf import IGNORE_INDEX, GSSImageProcessor
+from gss_hf.modeling_gss_tokenizer import tokenizer_class
+from training.common import launched_on_cpu_only, load_gss_config, make_image_processor
 from training.data import SegmentationEvalDataset, add_data_arguments, load_splits_from_args
 from training.evaluation import evaluate_reconstruction, evaluate_segmentation
 
 
-def eval_dataset_for(args: argparse.Namespace, config: GSSConfig, image_mean, image_std) -> SegmentationEvalDataset:
-    """The `--split` of the data named by the data arguments, with this model's classes."""
+def eval_dataset_for(
+    args: argparse.Namespace, num_labels: int, image_processor: GSSImageProcessor
+) -> SegmentationEvalDataset:
+    """The `--split` of the data named by the data arguments, read and converted by `image_processor`."""
     splits = load_splits_from_args(args)
     if args.split not in splits:
         raise ValueError(f"The data has no {args.split!r} split; it has {sorted(splits)}: choose one with --split.")
-    return SegmentationEvalDataset(
-        splits[args.split], image_mean=image_mean, image_std=image_std, void_value=args.void_value,
-        reduce_labels=args.reduce_labels, num_labels=config.num_labels,
-    )  # fmt: skip
+    return SegmentationEvalDataset(splits[args.split], image_processor, num_labels)
+
+
+def model_ignore_index(config) -> int:
+    """The label a segmentation model's loss ignores: `ignore_index` for GSS, transformers' own name otherwise."""
+    return getattr(config, "ignore_index", getattr(config, "semantic_loss_ignore_index", IGNORE_INDEX))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,17 +61,20 @@ def main(argv: list[str] | None = None) -> dict:
     if args.model_name_or_path:
         model = AutoModelForSemanticSegmentation.from_pretrained(args.model_name_or_path).to(accelerator.device)
         try:
-            processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
+            saved_processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
         except OSError:
-            processor = GSSImageProcessor()
-        dataset = eval_dataset_for(args, model.config, processor.image_mean, processor.image_std)
+            saved_processor = None
+        processor = make_image_processor(args, model_ignore_index(model.config), base=saved_processor)
+        dataset = eval_dataset_for(args, model.config.num_labels, processor)
         scores = evaluate_segmentation(
             accelerator, model, dataset, args.per_device_eval_batch_size, args.sliding_window
         )
     else:
         config = load_gss_config(args.config_name)
-        tokenizer = MaskigeTokenizer.from_pretrained(args.tokenizer_path).to(accelerator.device)
-        dataset = eval_dataset_for(args, config, GSSImageProcessor.image_mean, GSSImageProcessor.image_std)
+        tokenizer = tokenizer_class(config).from_pretrained(args.tokenizer_path).to(accelerator.device)
+        tokenizer.check_compatible(config)
+        processor = make_image_processor(args, config.ignore_index)
+        dataset = eval_dataset_for(args, config.num_labels, processor)
         scores = evaluate_reconstruction(accelerator, tokenizer, config, dataset, args.per_device_eval_batch_size)
     if accelerator.is_main_process:
         text = json.dumps(scores, indent=2)

@@ -12,13 +12,9 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from transformers import PreTrainedModel
 
-from gss_hf import (
-    GSSConfig,
-    MaskigeTokenizer,
-    class_scores_nearest_color,
-    maskige_from_labels,
-)
-from training.data import IGNORE_INDEX, SegmentationEvalDataset, collate_segmentation
+from gss_hf import GSSConfig, class_scores_nearest_color, maskige_from_labels
+from gss_hf.modeling_gss_tokenizer import GSSTokenizer
+from training.data import SegmentationEvalDataset, collate_segmentation
 from training.metrics import StreamingConfusionMatrix, codebook_usage, count_tokens
 
 
@@ -42,7 +38,7 @@ def evaluate_segmentation(
 
     `model` is a GSS model (`sliding_window` selects its inference mode) or any transformers semantic-segmentation
     model; logits smaller than the labels (e.g. DeepLabV3's, at the output stride) are resized bilinearly first."""
-    matrix = StreamingConfusionMatrix(model.config.num_labels, IGNORE_INDEX)
+    matrix = StreamingConfusionMatrix(model.config.num_labels, dataset.label_spec.ignore_index)
     forward_kwargs = {"sliding_window": True} if sliding_window else {}
     was_training = model.training
     model.eval()
@@ -60,7 +56,7 @@ def evaluate_segmentation(
 
 @torch.no_grad()
 def evaluate_reconstruction(
-    accelerator: Accelerator, tokenizer: MaskigeTokenizer, config: GSSConfig, dataset: SegmentationEvalDataset,
+    accelerator: Accelerator, tokenizer: GSSTokenizer, config: GSSConfig, dataset: SegmentationEvalDataset,
     batch_size: int,
 ) -> dict:
     """The posterior's upper bound: label map -> maskige -> tokens -> maskige -> nearest colour, scored against the
@@ -97,9 +93,10 @@ def evaluate_photos(
     model: PreTrainedModel, image_processor, photos: list[PIL.Image.Image], label_maps: list[np.ndarray]
 ) -> dict:
     """Scores along the path users take, one photo at a time: image processor -> model -> the processor's
-    post-processing to the photo's size. `label_maps` are (height, width) class ids with IGNORE_INDEX for void.
-    The regression guard of the shipped model and the results table both use it, so they measure the same thing."""
-    matrix = StreamingConfusionMatrix(model.config.num_labels, IGNORE_INDEX)
+    post-processing to the photo's size. `label_maps` are (height, width) class ids with the processor's ignore index
+    for unlabelled pixels (as `read_label_map` gives them with the processor's `label_spec`). The regression guard of
+    the shipped model and the results table both use it, so they measure the same thing."""
+    matrix = StreamingConfusionMatrix(model.config.num_labels, image_processor.ignore_index)
     model.eval()
     for photo, labels in zip(photos, label_maps, strict=True):
         outputs = model(**image_processor(images=photo, return_tensors="pt"))

@@ -13,7 +13,6 @@ import argparse
 
 from transformers import MobileNetV2ForSemanticSegmentation
 
-from gss_hf import GSSImageProcessor
 from gss_hf.pretrained_mobilenet_v2 import load_imagenet_mobilenet_v2
 from training.baseline_model import deeplabv3_mobilenet_v2
 from training.common import (
@@ -23,6 +22,7 @@ from training.common import (
     load_gss_config,
     make_accelerator,
     make_datasets,
+    make_image_processor,
     make_optimizer_and_schedule,
     make_train_dataloader,
     train,
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_model(args: argparse.Namespace) -> MobileNetV2ForSemanticSegmentation:
     """DeepLabV3 on MobileNetV2 with the dataset's classes, the backbone from ImageNet when asked."""
     classes = load_gss_config(args.config_name)
-    model = deeplabv3_mobilenet_v2(classes.id2label, classes.label2id, args.output_stride)
+    model = deeplabv3_mobilenet_v2(classes.id2label, classes.label2id, args.output_stride, classes.ignore_index)
     if args.pretrained_backbone == "imagenet-mobilenet-v2":
         load_imagenet_mobilenet_v2(model.mobilenet_v2)
     return model
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     accelerator = make_accelerator(args, project_name="deeplabv3-baseline")
     model = build_model(args)
-    processor = GSSImageProcessor(size={"height": args.crop_size[0], "width": args.crop_size[1]})
+    processor = make_image_processor(args, model.config.semantic_loss_ignore_index)
     train_dataset, eval_dataset = make_datasets(args, model.config.num_labels, processor)
     dataloader = make_train_dataloader(train_dataset, args, collate_segmentation)
     optimizer, schedule = make_optimizer_and_schedule(model, args, accelerator.num_processes)

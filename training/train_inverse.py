@@ -3,8 +3,10 @@
     accelerate launch training/train_inverse.py --model_name_or_path outputs/gss-camvid-prior \
         --data_dir ../shared/data/camvid --void_value 11 --output_dir outputs/gss-camvid
 
-Only X^-1 trains (spec §2): the photo goes through the frozen prior and tokenizer, and X^-1 learns, with pixel
-cross-entropy, to turn the *predicted* maskige into classes, so it also learns to fix the prior's typical errors.
+Only X^-1 trains (spec §2): the photo goes through the frozen prior and tokenizer (`generate_maskige`), and X^-1
+learns, with pixel cross-entropy, to turn the *predicted* maskige into classes, so it also learns to fix the prior's
+typical errors. The stage is this script's choice, not a state of the model: the model is frozen and kept in eval
+mode here, and only `model.inverse` is trained (and checkpointed) through Accelerate.
 A stage-II model with a training-free X^-1 (GSS-FF) is switched to a fresh learned one. The output folder holds the
 whole model (backbone, heads, tokenizer and the trained X^-1), ready for `from_pretrained` and the pipeline.
 """
@@ -13,13 +15,15 @@ import argparse
 
 from transformers import AutoImageProcessor
 
-from gss_hf import GSSConfig, GSSForSemanticSegmentation
+from gss_hf import GSSForSemanticSegmentation
+from gss_hf.modeling_gss import masked_cross_entropy
 from training.common import (
     add_training_arguments,
     check_training_arguments,
     evaluate_and_save_model,
     make_accelerator,
     make_datasets,
+    make_image_processor,
     make_optimizer_and_schedule,
     make_train_dataloader,
     train,
@@ -39,38 +43,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_stage_ii_model(path: str) -> GSSForSemanticSegmentation:
-    """The stage-II model with a learned X^-1: its own when it has one, else a fresh one (the only weights that may
-    be missing from the checkpoint)."""
-    config = GSSConfig.from_pretrained(path)
-    if config.inverse_type == "learned":
-        return GSSForSemanticSegmentation.from_pretrained(path)
-    config.inverse_type = "learned"
-    model, loading_info = GSSForSemanticSegmentation.from_pretrained(
-        path, config=config, strict=False, output_loading_info=True
-    )
-    unexpected = sorted(loading_info["unexpected_keys"])
-    not_inverse = sorted(key for key in loading_info["missing_keys"] if not key.startswith("inverse."))
-    if unexpected or not_inverse:
-        raise ValueError(f"{path} is not a GSS stage-II model: missing {not_inverse}, unexpected {unexpected}.")
+    """The stage-II model, frozen and in eval mode, with its learned X^-1 (a fresh one for a GSS-FF model) as the
+    one part that trains."""
+    model = GSSForSemanticSegmentation.from_pretrained(path)
+    if model.config.inverse_type != "learned":
+        model.set_inverse("learned")
+    model.requires_grad_(False).eval()
+    model.inverse.requires_grad_(True)
     return model
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     accelerator = make_accelerator(args, project_name="gss-inverse")
-    model = load_stage_ii_model(args.model_name_or_path)
-    model.freeze_for_inverse_training()
+    model = load_stage_ii_model(args.model_name_or_path).to(accelerator.device)
     config = model.config
-    processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
+    saved_processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
+    processor = make_image_processor(args, config.ignore_index, base=saved_processor)
     train_dataset, eval_dataset = make_datasets(args, config.num_labels, processor)
     dataloader = make_train_dataloader(train_dataset, args, collate_segmentation)
-    optimizer, schedule = make_optimizer_and_schedule(model, args, accelerator.num_processes)
-    model, optimizer, schedule, dataloader = accelerator.prepare(model, optimizer, schedule, dataloader)
+    # Only X^-1 is handed to Accelerate (optimiser, DDP, checkpoints): the frozen rest of the model stays as loaded.
+    optimizer, schedule = make_optimizer_and_schedule(model.inverse, args, accelerator.num_processes)
+    inverse, optimizer, schedule, dataloader = accelerator.prepare(model.inverse, optimizer, schedule, dataloader)
 
     def loss_function(batch: dict) -> tuple:
-        return model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss, {}
+        with accelerator.autocast():
+            maskige = model.generate_maskige(batch["pixel_values"])
+        return masked_cross_entropy(inverse(maskige), batch["labels"], config.ignore_index), {}
 
-    train(accelerator, args, model, optimizer, schedule, dataloader, loss_function)
+    train(accelerator, args, inverse, optimizer, schedule, dataloader, loss_function)
     return evaluate_and_save_model(
         accelerator, args, model, processor, eval_dataset,
         model_description="GSS-FT-W: the stage-II prior with a learned X^-1 trained on its predicted maskiges.",

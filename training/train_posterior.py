@@ -1,17 +1,19 @@
-"""Stage I: train the maskige tokenizer (the latent posterior, a diffusers `VQModel`) on maskiges of label maps.
+"""Stage I: train the maskige tokenizer (the latent posterior; the config's `tokenizer_type`, a diffusers `VQModel`
+for the presets trained here) on maskiges of label maps.
 
     accelerate launch training/train_posterior.py --config_name gss-mobilenetv2-camvid \
         --data_dir ../shared/data/camvid --void_value 11 --output_dir outputs/tokenizer
 
 The training label maps (augmented: resize, crop, flip) and optionally synthetic maps of random shapes are painted
-with the config's palette; the tokenizer learns to reconstruct them through its codebook. Loss:
-`--reconstruction_weight` x MSE in the tokenizer's pixel space + the VQ codebook and commitment loss.
+with the config's palette; the tokenizer learns to reconstruct them through its codebook. The loss is the
+tokenizer's own (its `forward`; for the VQModel: `--reconstruction_weight` x MSE in the tokenizer's pixel space +
+the VQ codebook and commitment loss).
 
 Against codebook collapse, entries that no token chose during the last `--reseed_dead_codes_every` steps are
-re-seeded with encoder outputs of the current batch, the same on every process. On CamVid this kept 746 of 1024
-codes alive instead of 15 and raised reconstruction mIoU from 14.4 to 22.7 after 150 steps
-(`benchmarks/posterior_codebook_remedies.py`, table in benchmarks/RESULTS.md). Validation reports reconstruction mIoU (label map -> tokens -> maskige -> nearest colour) and
-codebook usage. The output folder is a diffusers `VQModel` that `train_prior.py --tokenizer_path` takes.
+re-seeded with encoder outputs of the current batch, the same on every process; what that does on CamVid is
+measured by `benchmarks/posterior_codebook_remedies.py` (table and conditions in benchmarks/RESULTS.md). Validation
+reports reconstruction mIoU (label map -> tokens -> maskige -> nearest colour) and codebook usage. The output folder
+is the tokenizer's `save_pretrained` (a diffusers `VQModel` folder), which `train_prior.py --tokenizer_path` takes.
 """
 
 import argparse
@@ -20,7 +22,8 @@ import json
 import torch
 from accelerate.utils import broadcast
 
-from gss_hf import GSSImageProcessor, MaskigeTokenizer, maskige_from_labels, maskige_to_tokenizer_pixels
+from gss_hf import maskige_from_labels
+from gss_hf.modeling_gss_tokenizer import GSSTokenizer, build_tokenizer, tokenizer_class
 from training.common import (
     add_training_arguments,
     check_training_arguments,
@@ -28,6 +31,7 @@ from training.common import (
     load_gss_config,
     make_accelerator,
     make_datasets,
+    make_image_processor,
     make_optimizer_and_schedule,
     make_train_dataloader,
     train,
@@ -54,11 +58,12 @@ class RealAndSyntheticLabels(torch.utils.data.Dataset):
 
 
 class DeadCodeReseeder:
-    """Counts which codebook entries tokens choose and, every `interval` steps, replaces the unchosen ones with
-    encoder outputs of the latest batch. Counts are summed over processes and the new entries are drawn on the main
-    process and broadcast, so every replica keeps the same codebook."""
+    """Counts which codebook entries tokens choose and, every `interval` steps, lets the tokenizer move the unchosen
+    ones onto encoder outputs of the latest batch (`GSSTokenizer.reseed_dead_codes`). Counts are summed over
+    processes and every process re-seeds from the main process's latents with the same generator, so every replica
+    keeps the same codebook."""
 
-    def __init__(self, tokenizer: MaskigeTokenizer, accelerator, interval: int, seed: int):
+    def __init__(self, tokenizer: GSSTokenizer, accelerator, interval: int, seed: int):
         self.tokenizer, self.accelerator, self.interval, self.seed = tokenizer, accelerator, interval, seed
         self.counts = torch.zeros(tokenizer.codebook_size, dtype=torch.long, device=accelerator.device)
         self.latest_latents: torch.Tensor | None = None
@@ -73,18 +78,10 @@ class DeadCodeReseeder:
         if self.interval <= 0 or step % self.interval:
             return
         counts = self.accelerator.reduce(self.counts.clone(), reduction="sum")
-        dead = (counts == 0).nonzero().flatten()
         self.counts.zero_()
-        if len(dead) == 0:
-            return
-        candidates = self.latest_latents.permute(0, 2, 3, 1).reshape(-1, self.latest_latents.shape[1])
+        latents = broadcast(self.latest_latents.contiguous(), from_process=0)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        choice = torch.randint(len(candidates), (len(dead),), generator=generator).to(candidates.device)
-        new_entries = broadcast(candidates[choice].contiguous(), from_process=0)
-        self.tokenizer.vqmodel.quantize.embedding.weight[dead] = new_entries.to(
-            self.tokenizer.vqmodel.quantize.embedding.weight.dtype
-        )
-        self.reseeded_total += len(dead)
+        self.reseeded_total += self.tokenizer.reseed_dead_codes(counts, latents, generator)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -109,15 +106,19 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = make_accelerator(args, project_name="gss-posterior")
     config = load_gss_config(args.config_name)
     if args.tokenizer_path:
-        tokenizer = MaskigeTokenizer.from_pretrained(args.tokenizer_path)
+        tokenizer = tokenizer_class(config).from_pretrained(args.tokenizer_path)
+        tokenizer.check_compatible(config)
     else:
-        tokenizer = MaskigeTokenizer.from_config(config.tokenizer_config)
+        tokenizer = build_tokenizer(config)
     if any(size % tokenizer.token_stride for size in args.crop_size):
         raise ValueError(f"--crop_size {args.crop_size} must be divisible by the token stride {tokenizer.token_stride}.")
-    real, eval_dataset = make_datasets(args, config.num_labels, GSSImageProcessor(), with_images=False)
+    processor = make_image_processor(args, config.ignore_index)
+    real, eval_dataset = make_datasets(args, config.num_labels, processor, with_images=False)
     synthetic = None
     if args.num_synthetic_samples:
-        synthetic = SyntheticLabelDataset(args.num_synthetic_samples, tuple(args.crop_size), config.num_labels, args.seed)
+        synthetic = SyntheticLabelDataset(
+            args.num_synthetic_samples, tuple(args.crop_size), config.num_labels, args.seed, config.ignore_index
+        )
     train_dataset = RealAndSyntheticLabels(real, synthetic)
     dataloader = make_train_dataloader(train_dataset, args, collate_segmentation)
     optimizer, schedule = make_optimizer_and_schedule(tokenizer, args, accelerator.num_processes)
@@ -126,19 +127,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     def loss_function(batch: dict) -> tuple:
         maskige = maskige_from_labels(batch["labels"], config.palette, config.ignore_color, config.ignore_index)
-        outputs = model(maskige)
-        target = maskige_to_tokenizer_pixels(maskige)
-        reconstruction_loss = torch.nn.functional.mse_loss(torch.sigmoid(outputs.decoder_logits.float()), target)
+        outputs = model(maskige, reconstruction_weight=args.reconstruction_weight)
         reseeder.observe(outputs.token_ids, outputs.latents)
-        loss = args.reconstruction_weight * reconstruction_loss + outputs.quantization_loss
-        return loss, {"reconstruction_loss": reconstruction_loss.item(), "reseeded": reseeder.reseeded_total}
+        logs = {"reconstruction_loss": outputs.reconstruction_loss.item(), "reseeded": reseeder.reseeded_total}
+        return outputs.loss, logs
 
     train(accelerator, args, model, optimizer, schedule, dataloader, loss_function, after_step=reseeder)
     metrics = evaluate_reconstruction(accelerator, tokenizer, config, eval_dataset, args.per_device_eval_batch_size)
     accelerator.print(json.dumps({key: metrics[key] for key in ("mean_iou", "perplexity", "live_codes")}))
     finish(
         accelerator, args, tokenizer.save_pretrained, metrics,
-        model_description="GSS maskige tokenizer (stage I posterior, a diffusers VQModel): "
+        model_description=f"GSS maskige tokenizer (stage I posterior, tokenizer_type {config.tokenizer_type!r}): "
         f"{tokenizer.codebook_size} codes, tokens at 1/{tokenizer.token_stride}.",
     )  # fmt: skip
     return metrics

@@ -12,7 +12,8 @@ X^-1 is the config's: nearest colour (GSS-FF), or an untrained learned X^-1 for 
 import argparse
 import json
 
-from gss_hf import GSSForSemanticSegmentation, GSSImageProcessor, MaskigeTokenizer
+from gss_hf import GSSForSemanticSegmentation
+from gss_hf.modeling_gss_tokenizer import tokenizer_class
 from gss_hf.pretrained_mobilenet_v2 import gss_model_with_imagenet_mobilenet_v2
 from training.common import (
     add_training_arguments,
@@ -21,6 +22,7 @@ from training.common import (
     load_gss_config,
     make_accelerator,
     make_datasets,
+    make_image_processor,
     make_optimizer_and_schedule,
     make_train_dataloader,
     train,
@@ -55,15 +57,12 @@ def build_model(args: argparse.Namespace) -> GSSForSemanticSegmentation:
     """A saved GSS model, or a fresh one around the stage-I tokenizer (and a pretrained backbone when asked)."""
     if args.model_name_or_path:
         return GSSForSemanticSegmentation.from_pretrained(args.model_name_or_path)
-    config = load_gss_config(args.config_name)
-    for key, value in json.loads(args.config_overrides or "{}").items():
-        setattr(config, key, value)
-    config.check_gss_settings()
+    config = load_gss_config(args.config_name, json.loads(args.config_overrides or "{}"))
     if args.pretrained_backbone == "imagenet-mobilenet-v2":
         model = gss_model_with_imagenet_mobilenet_v2(config)
     else:
         model = GSSForSemanticSegmentation(config)
-    model.load_tokenizer(MaskigeTokenizer.from_pretrained(args.tokenizer_path))
+    model.load_tokenizer(tokenizer_class(config).from_pretrained(args.tokenizer_path))
     return model
 
 
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = model.config
     if any(size % config.token_stride for size in args.crop_size):
         raise ValueError(f"--crop_size {args.crop_size} must be divisible by the token stride {config.token_stride}.")
-    processor = GSSImageProcessor(size={"height": args.crop_size[0], "width": args.crop_size[1]})
+    processor = make_image_processor(args, config.ignore_index)
     train_dataset, eval_dataset = make_datasets(args, config.num_labels, processor)
     dataloader = make_train_dataloader(train_dataset, args, collate_segmentation)
     optimizer, schedule = make_optimizer_and_schedule(model, args, accelerator.num_processes)

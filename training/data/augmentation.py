@@ -12,6 +12,7 @@ import numpy as np
 import PIL.Image
 
 from gss_hf import IGNORE_INDEX
+from gss_hf.image_processing_gss import resize_labels
 
 
 CROP_TRIES = 10  # mmseg's RandomCrop tries this many crops for one that satisfies cat_max_ratio
@@ -79,13 +80,12 @@ class SegmentationAugmentation:
     def random_resize(
         self, image: np.ndarray | None, label: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray | None, np.ndarray]:
-        """One factor from `scale_range` relative to the input's own size, aspect kept. Labels use nearest
-        neighbour in 32-bit mode "I", so they are never interpolated and ids above 255 survive."""
+        """One factor from `scale_range` relative to the input's own size, aspect kept. Labels are resized by the
+        processor's own nearest-neighbour rule (`resize_labels`), so they are never interpolated."""
         scale = rng.uniform(*self.scale_range)
         height, width = label.shape
         size = (max(1, int(width * scale + 0.5)), max(1, int(height * scale + 0.5)))  # PIL's (width, height)
-        label_image = PIL.Image.fromarray(label.astype(np.int32))  # mode "I"
-        label = np.asarray(label_image.resize(size, PIL.Image.Resampling.NEAREST), dtype=np.int64)
+        label = resize_labels(label, size[::-1])
         if image is not None:
             image = np.asarray(PIL.Image.fromarray(image).resize(size, PIL.Image.Resampling.BILINEAR))
         return image, label

@@ -47,6 +47,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--max_train_samples", type=int, help="Use only the first N training samples.")
     group.add_argument("--max_eval_samples", type=int, help="Use only the first N samples of each evaluation split.")
+    group.add_argument(
+        "--shortest_edge", type=int, help="Evaluate photos resized to this short side, as the processor saved with "
+        "the model will resize them (default: at their own size; stage III and evaluation keep the model's setting)."
+    )
 
 
 def load_splits_from_args(args: argparse.Namespace) -> datasets.DatasetDict:

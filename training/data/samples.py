@@ -1,12 +1,13 @@
-"""Sampling and datasets: a deterministic (seed, epoch) sampling order, the train and eval datasets (label remapping,
-checks, augmentation, normalisation) and batch collation."""
+"""Sampling and datasets: a deterministic (seed, epoch) sampling order, the train and eval datasets (label conversion,
+checks, augmentation, the processor's normalisation) and batch collation."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import datasets
 import numpy as np
 import torch
 
+from gss_hf import GSSImageProcessor
 from training.data.augmentation import SegmentationAugmentation
 from training.data.reading import read_example
 
@@ -34,43 +35,37 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.num_samples
 
 
-class NormalizedSplit(torch.utils.data.Dataset):
-    """What the train and eval datasets share: the split, the label remapping and the photo normalisation."""
+class ProcessedSplit(torch.utils.data.Dataset):
+    """What the train and eval datasets share: the split, read and converted by one `GSSImageProcessor` (its label
+    spec for the label maps, its photo conversion and normalisation for the photos), so that training and evaluation
+    see exactly what the processor saved with the model gives users."""
 
-    def __init__(
-        self,
-        split: datasets.Dataset,
-        image_mean: Sequence[float],
-        image_std: Sequence[float],
-        void_value: int | None,
-        reduce_labels: bool,
-        num_labels: int | None,
-    ):
-        if len(image_mean) != 3 or len(image_std) != 3:
-            raise ValueError(f"image_mean and image_std need 3 values (RGB), got {image_mean} and {image_std}.")
+    def __init__(self, split: datasets.Dataset, image_processor: GSSImageProcessor, num_labels: int | None):
         self.split = split
-        self.image_mean = torch.tensor(image_mean, dtype=torch.float32).view(3, 1, 1)
-        self.image_std = torch.tensor(image_std, dtype=torch.float32).view(3, 1, 1)
-        self.void_value = void_value
-        self.reduce_labels = reduce_labels
+        self.image_processor = image_processor
+        self.label_spec = image_processor.label_spec
         self.num_labels = num_labels
 
     def __len__(self) -> int:
         return len(self.split)
 
     def read(self, index: int, with_image: bool) -> tuple[np.ndarray | None, np.ndarray]:
-        return read_example(self.split, index, self.void_value, self.reduce_labels, self.num_labels, with_image)
+        return read_example(self.split, index, self.label_spec, self.num_labels, with_image)
 
-    def to_tensors(self, image: np.ndarray | None, labels: np.ndarray) -> dict[str, torch.Tensor]:
-        """{"pixel_values": (3, height, width) float32 = (image / 255 - mean) / std, "labels": (height, width)}."""
+    def to_tensors(self, image: np.ndarray | None, labels: np.ndarray, resize: bool) -> dict[str, torch.Tensor]:
+        """{"pixel_values": (3, h, w) float32 from the image processor (resized as it resizes only with `resize`),
+        "labels": (height, width) int64 as given}."""
         item = {"labels": torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))}
         if image is not None:
-            pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
-            item["pixel_values"] = ((pixels - self.image_mean) / self.image_std).contiguous()
+            processed = self.image_processor(
+                images=image, input_data_format="channels_last", return_tensors="pt",
+                **({} if resize else {"do_resize": False}),
+            )  # fmt: skip
+            item["pixel_values"] = processed["pixel_values"][0]
         return item
 
 
-class SegmentationTrainDataset(NormalizedSplit):
+class SegmentationTrainDataset(ProcessedSplit):
     """Augmented training samples keyed by (epoch, index) from `EpochSampler`; the augmentation's generator is
     `np.random.default_rng((seed, epoch, index))`, so a sample is the same whichever worker or process makes it."""
 
@@ -79,44 +74,31 @@ class SegmentationTrainDataset(NormalizedSplit):
         split: datasets.Dataset,
         augmentation: SegmentationAugmentation,
         seed: int,
-        image_mean: Sequence[float],
-        image_std: Sequence[float],
-        void_value: int | None = None,
-        reduce_labels: bool = False,
+        image_processor: GSSImageProcessor,
         with_images: bool = True,
         num_labels: int | None = None,
     ):
-        super().__init__(split, image_mean, image_std, void_value, reduce_labels, num_labels)
+        super().__init__(split, image_processor, num_labels)
         self.augmentation = augmentation
         self.seed = seed
         self.with_images = with_images
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """{"pixel_values": (3, H, W) float32, "labels": (H, W) int64} at the crop size; no "pixel_values" when
-        `with_images` is False (tokenizer training reads no photos)."""
+        """{"pixel_values": (3, H, W) float32, "labels": (H, W) int64} at the crop size (the crop is normalised,
+        never resized); no "pixel_values" when `with_images` is False (tokenizer training reads no photos)."""
         epoch, index = key
         image, labels = self.read(index, self.with_images)
         image, labels = self.augmentation(image, labels, np.random.default_rng((self.seed, epoch, index)))
-        return self.to_tensors(image, labels)
+        return self.to_tensors(image, labels, resize=False)
 
 
-class SegmentationEvalDataset(NormalizedSplit):
-    """Evaluation samples at full size, without augmentation."""
-
-    def __init__(
-        self,
-        split: datasets.Dataset,
-        image_mean: Sequence[float],
-        image_std: Sequence[float],
-        void_value: int | None = None,
-        reduce_labels: bool = False,
-        num_labels: int | None = None,
-    ):
-        super().__init__(split, image_mean, image_std, void_value, reduce_labels, num_labels)
+class SegmentationEvalDataset(ProcessedSplit):
+    """Evaluation samples without augmentation: photos exactly as the image processor prepares them for users, label
+    maps at their full size (scores resize the predictions to the labels)."""
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        """{"pixel_values": (3, height, width) float32, "labels": (height, width) int64}."""
-        return self.to_tensors(*self.read(index, with_image=True))
+        """{"pixel_values": (3, h, w) float32, "labels": (height, width) int64}."""
+        return self.to_tensors(*self.read(index, with_image=True), resize=True)
 
 
 def collate_segmentation(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -80,13 +80,16 @@ def draw_ellipse(
 class SyntheticLabelDataset(torch.utils.data.Dataset):
     """`num_samples` synthetic label maps per epoch, keyed by (epoch, index) like `SegmentationTrainDataset`."""
 
-    def __init__(self, num_samples: int, crop_size: tuple[int, int], num_labels: int, seed: int):
+    def __init__(
+        self, num_samples: int, crop_size: tuple[int, int], num_labels: int, seed: int, ignore_index: int = IGNORE_INDEX
+    ):
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}.")
         self.num_samples = num_samples
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
         self.num_labels = num_labels
         self.seed = seed
+        self.ignore_index = ignore_index
 
     def __len__(self) -> int:
         return self.num_samples
@@ -97,4 +100,5 @@ class SyntheticLabelDataset(torch.utils.data.Dataset):
         if not 0 <= index < self.num_samples:
             raise IndexError(f"Index {index} is out of range for {self.num_samples} synthetic samples.")
         rng = np.random.default_rng((self.seed, epoch, index))
-        return {"labels": torch.from_numpy(synthetic_label_map(rng, *self.crop_size, self.num_labels))}
+        labels = synthetic_label_map(rng, *self.crop_size, self.num_labels, self.ignore_index)
+        return {"labels": torch.from_numpy(labels)}
