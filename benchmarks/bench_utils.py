@@ -56,7 +56,6 @@ def gss_model(model_path: str | None = None, inverse_type: str = "learned", **ov
     settings).
     """
     from gss_hf import GSSConfig, GSSForSemanticSegmentation
-    from gss_hf.modeling_gss_inverse import build_inverse
 
     torch.manual_seed(0)
     if model_path is None:
@@ -64,8 +63,7 @@ def gss_model(model_path: str | None = None, inverse_type: str = "learned", **ov
     else:
         model = GSSForSemanticSegmentation.from_pretrained(model_path, dtype=torch.float32, **overrides)
     if inverse_type != model.config.inverse_type:
-        model.config.inverse_type = inverse_type
-        model.inverse = build_inverse(model.config)
+        model.set_inverse(inverse_type)
     return model.eval()
 
 

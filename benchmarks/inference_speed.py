@@ -28,7 +28,6 @@ Variants:
 """
 
 import argparse
-import copy
 import json
 import statistics
 from collections.abc import Callable
@@ -105,15 +104,12 @@ def measure_variant(variant: str, args: argparse.Namespace) -> dict:
 def measure_stages(args: argparse.Namespace) -> dict:
     """GSS's stages, each timed on its own on the previous stage's output, as `_prior` and `_decode_prior` chain
     them (runs in its own process)."""
-    from gss_hf.modeling_gss_inverse import build_inverse
+    from gss_hf import class_scores_nearest_color
     from gss_hf.token_cross_entropy import chunked_token_argmax
 
     torch.set_num_threads(args.threads)
     model = gss_model(args.model)
     config = model.config
-    nearest_config = copy.deepcopy(config)
-    nearest_config.inverse_type = "nearest"
-    nearest_inverse = build_inverse(nearest_config)
     pixel_values = random_photos(args.batch, HEIGHT, WIDTH)
     grid = (-(-HEIGHT // config.token_stride), -(-WIDTH // config.token_stride))
     weight, bias = model.prior_head.classifier_weight_and_bias
@@ -130,7 +126,7 @@ def measure_stages(args: argparse.Namespace) -> dict:
             "token argmax": lambda: chunked_token_argmax(token_features, weight, bias, config.token_chunk_size),
             "tokenizer decode": lambda: model.tokenizer.decode(token_ids),
             "X^-1 (learned)": lambda: model.inverse(maskige),
-            "X^-1 (nearest colour)": lambda: nearest_inverse(maskige),
+            "X^-1 (nearest colour)": lambda: class_scores_nearest_color(maskige, config.palette),
             "whole model": lambda: model(pixel_values),
         }
         # `_decode_prior` resizes the maskige and the class scores only when the decoded grid overshoots the input.

@@ -6,7 +6,7 @@
   2H x 2W decoded maskige is resized back to H x W.
 
 Both use `default_tokenizer_config(..., base_channels=32, latent_channels=32)`, narrow enough to train on 2 CPU
-cores in minutes (the tokenizer of the `gss-mobilenetv2-camvid` preset).
+cores in minutes (twice the width of the `gss-mobilenetv2-camvid` preset's tokenizer).
 Both are trained from scratch under the same wall-clock budget on the same crops (Adam 3e-4, MSE in tokenizer
 pixel space + VQ loss, dead codes re-seeded from encoder outputs every 25 steps), then evaluated on CamVid `val`:
 round-trip mIoU (label map -> maskige -> tokens -> maskige -> nearest colour) and live codes, and the cost of one
@@ -31,8 +31,8 @@ from gss_hf.maskige import (
     class_scores_nearest_color,
     generate_palette,
     maskige_from_labels,
-    maskige_to_tokenizer_pixels,
 )
+from gss_hf.label_spec import LabelSpec
 from gss_hf.modeling_maskige_tokenizer import MaskigeTokenizer
 
 
@@ -40,12 +40,11 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 
 
 def load_label_maps(data_dir: Path, split: str) -> torch.Tensor:
-    """(N, 360, 480) uint8 CamVid label maps, void (11) mapped to the ignore index."""
+    """(N, 360, 480) CamVid label maps, void mapped to the ignore index by the package's `LabelSpec`."""
     meta = json.loads((data_dir / "classes.json").read_text())
+    label_spec = LabelSpec(void_value=meta["void_value_in_files"])
     files = sorted((data_dir / f"{split}annot").glob("*.png"))
-    labels = np.stack([np.array(Image.open(f)) for f in files])
-    labels[labels == meta["void_value_in_files"]] = IGNORE_INDEX
-    return torch.from_numpy(labels)
+    return torch.from_numpy(np.stack([label_spec.apply(np.array(Image.open(file))) for file in files]))
 
 
 def upsample_labels_2x(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -77,17 +76,6 @@ class Route:
         return token_ids, class_scores_nearest_color(maskige, palette).argmax(1)
 
 
-def reseed_dead_codes(tokenizer: MaskigeTokenizer, latents: torch.Tensor, usage: torch.Tensor) -> int:
-    """Moves codes unused since the last call onto random encoder outputs of the current batch."""
-    dead = (usage == 0).nonzero().flatten()
-    if len(dead):
-        vectors = latents.detach().permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
-        picks = vectors[torch.randint(len(vectors), (len(dead),))]
-        tokenizer.vqmodel.quantize.embedding.weight.data[dead] = picks
-    usage.zero_()
-    return len(dead)
-
-
 def train(
     route: Route, labels: torch.Tensor, palette, ignore_color, num_classes, minutes: float, crop: int, batch: int
 ) -> tuple[int, float]:
@@ -102,17 +90,15 @@ def train(
         left = torch.randint(labels.shape[2] - crop + 1, (1,), generator=generator).item()
         crops = labels[index, top : top + crop, left : left + crop]
         maskige = route.maskige(crops, palette, ignore_color, num_classes)
-        latents = tokenizer.encode_to_latents(maskige)
-        quantized, vq_loss, token_ids = tokenizer.quantize(latents)
-        _, logits = tokenizer.decode_latents(quantized)
-        loss = F.mse_loss(torch.sigmoid(logits), maskige_to_tokenizer_pixels(maskige)) * 10 + vq_loss
+        outputs = tokenizer(maskige, reconstruction_weight=10.0)  # the stage-I loss of training/train_posterior.py
         optimizer.zero_grad()
-        loss.backward()
+        outputs.loss.backward()
         optimizer.step()
-        usage += torch.bincount(token_ids.flatten(), minlength=tokenizer.codebook_size)
+        usage += torch.bincount(outputs.token_ids.flatten(), minlength=tokenizer.codebook_size)
         steps += 1
         if steps % 25 == 0:
-            reseed_dead_codes(tokenizer, latents, usage)
+            tokenizer.reseed_dead_codes(usage, outputs.latents, torch.Generator().manual_seed(steps))
+            usage.zero_()
     return steps, time.perf_counter() - start
 
 

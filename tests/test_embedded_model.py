@@ -6,6 +6,8 @@ from pathlib import Path
 
 import PIL.Image
 import pytest
+import torch
+from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline
 
 from gss_hf.segment_cli import EMBEDDED_MODEL
@@ -72,11 +74,24 @@ def test_ten_val_photos_miou_matches_the_results_table(model_and_processor, refe
     assert scores["mean_iou"] == pytest.approx(reference["photos_mean_iou"], abs=TOLERANCE)
 
 
-def test_the_code_files_for_trust_remote_code_are_the_package_s_current_ones():
-    """The folder's copies of the model code must follow every change to the package, or users loading it with
-    `trust_remote_code` (without gss_hf) would run other code than the one tested here."""
-    package = EMBEDDED_MODEL.parents[1]
-    copies = sorted(EMBEDDED_MODEL.glob("*.py"))
-    assert copies
-    stale = [path.name for path in copies if path.read_text() != (package / path.name).read_text()]
-    assert not stale, f"re-export the embedded model: {stale} differ from gss_hf/"
+def test_the_folder_is_exactly_what_save_pretrained_writes_from_the_package(model_and_processor, tmp_path):
+    """The folder is generated (training/export_embedded_model.py): saving its model and processor again with the
+    package must give the same files, every code file for `trust_remote_code` (a new sibling module cannot be
+    forgotten), the config and the processor config, and the same weights. Only the model card is the export's."""
+    model, processor = model_and_processor
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    shipped = {path.name for path in EMBEDDED_MODEL.iterdir()}
+    fresh = {path.name for path in tmp_path.iterdir()}
+    assert shipped - fresh == {"README.md"}, "re-export the embedded model (training/export_embedded_model.py)"
+    assert fresh - shipped == set(), "re-export the embedded model: a file is missing from it"
+    stale = [
+        name
+        for name in sorted(fresh)
+        if name != "model.safetensors" and (tmp_path / name).read_text() != (EMBEDDED_MODEL / name).read_text()
+    ]
+    assert not stale, f"re-export the embedded model: {stale} differ from a fresh save"
+    saved, shipped_weights = load_file(tmp_path / "model.safetensors"), load_file(EMBEDDED_MODEL / "model.safetensors")
+    assert saved.keys() == shipped_weights.keys()
+    assert all(torch.equal(saved[key], shipped_weights[key]) for key in saved)
+    assert "This folder is generated" in (EMBEDDED_MODEL / "README.md").read_text()

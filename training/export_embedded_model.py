@@ -17,7 +17,7 @@ from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 from gss_hf import GSSImageProcessor
 from gss_hf.segment_cli import EMBEDDED_MODEL
-from training.data import read_camvid_val_photos
+from training.data import CAMVID_VOID_VALUE, read_segnet_photos_and_labels
 from training.evaluation import evaluate_photos
 from training.hub_utils import write_model_card
 
@@ -38,6 +38,15 @@ English street scenes of 2007-2008 and nothing else; expect poor results on othe
 Thin classes (pole, sign, pedestrian, bicyclist) are its weakest."""
 
 
+GENERATED_SECTION = """
+
+## This folder is generated
+
+`python training/export_embedded_model.py --model_name_or_path <trained model>` writes it: `save_pretrained` of the
+model and its image processor, plus this card. Do not edit it by hand: `tests/test_embedded_model.py` fails when it
+differs from what `save_pretrained` writes from the installed package."""
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_name_or_path", required=True, help="The trained GSS model (GSS-FF or GSS-FT-W).")
@@ -45,7 +54,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model_card_copy", type=Path, default=REPO / "model_cards" / "gss-mobilenetv2-camvid.md")
     parser.add_argument("--shortest_edge", type=int, default=360, help="Photos are resized to this short side.")
     parser.add_argument("--sliding_window_batch_size", type=int, default=1,
-                        help="Crops per sliding-window run; 1 keeps a 1024x2048 photo under 1.6 GB.")  # fmt: skip
+                        help="Crops per sliding-window run (memory against time: benchmarks/RESULTS.md, "
+                             "large_images).")  # fmt: skip
     parser.add_argument("--camvid_dir", type=Path, default=REPO.parent / "shared" / "data" / "camvid")
     return parser.parse_args()
 
@@ -54,7 +64,9 @@ def main() -> None:
     args = parse_args()
     model = AutoModelForSemanticSegmentation.from_pretrained(args.model_name_or_path).eval()
     model.config.sliding_window_batch_size = args.sliding_window_batch_size
-    processor = GSSImageProcessor(size={"shortest_edge": args.shortest_edge})
+    processor = GSSImageProcessor(
+        size={"shortest_edge": args.shortest_edge}, ignore_index=model.config.ignore_index, void_value=CAMVID_VOID_VALUE
+    )
     if args.output_dir.exists():
         shutil.rmtree(args.output_dir)
     model.save_pretrained(args.output_dir)
@@ -63,7 +75,7 @@ def main() -> None:
     reloaded = AutoModelForSemanticSegmentation.from_pretrained(args.output_dir)
     reloaded_processor = AutoImageProcessor.from_pretrained(args.output_dir)
     names = sorted(path.name for path in (args.camvid_dir / "val").iterdir())
-    photos, labels = read_camvid_val_photos(args.camvid_dir, names)
+    photos, labels = read_segnet_photos_and_labels(args.camvid_dir, "val", names, reloaded_processor.label_spec)
     scores = evaluate_photos(reloaded, reloaded_processor, photos, labels)
     metrics = {key: scores[key] for key in ("mean_iou", "mean_accuracy", "overall_accuracy")}
     metrics |= {f"iou_{name}": value for name, value in scores["per_category_iou_by_name"].items()}
@@ -82,7 +94,7 @@ def main() -> None:
             f"`from_pretrained(gss_hf.segment_cli.EMBEDDED_MODEL)` use it without a download. {variant} on an "
             f"ImageNet MobileNetV2 backbone; scores on CamVid `val` ({len(names)} photos, whole image)."
         ),
-        extra_sections=DATA_SECTION,
+        extra_sections=DATA_SECTION + GENERATED_SECTION,
         license="cc-by-nc-4.0",
     )
     args.model_card_copy.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,16 @@
-"""GSS model configuration: every size and switch of the model, validated, and the paper's presets."""
+"""GSS model configuration: every size and switch of the model, with its documentation and validation.
+
+The named settings (the paper's, and a small CPU one) are in `presets.py`; `GSSConfig.from_preset` builds them.
+This file is also shipped as remote code with saved models: it imports only sibling modules and installed libraries.
+"""
 
 import copy
+import difflib
 import math
+from dataclasses import fields
+from typing import Literal, get_args
 
-from huggingface_hub.dataclasses import strict
+from huggingface_hub.dataclasses import as_validated_field, strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
@@ -11,60 +18,23 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NA
 from .maskige import (
     IGNORE_INDEX,
     MAX_GENERATED_CLASSES,
+    check_color_rows,
     check_palette,
     generate_palette,
-    preset_class_names,
     preset_palette,
 )
 
 
-INVERSE_TYPES = ("nearest", "least_squares", "learned")
-PRIOR_HEAD_TYPES = ("mla", "plain")
+InverseType = Literal["nearest", "least_squares", "learned"]
+PriorHeadType = Literal["mla", "plain"]
+INVERSE_TYPES = get_args(InverseType)
+PRIOR_HEAD_TYPES = get_args(PriorHeadType)
+# The tokenizer whose `tokenizer_config` this config knows how to fill in and check.
+VQMODEL_TOKENIZER = "vqmodel"
 
 # Backbones without a transformers `Backbone` class give their multi-level features through `hidden_states`;
 # these are the hidden states at strides 4, 8, 16 and 32.
 DEFAULT_HIDDEN_STATE_LEVELS = {"mobilenet_v2": [1, 4, 11, 15]}
-
-SWIN_LARGE = {
-    "model_type": "swin",
-    "image_size": 384,
-    "embed_dim": 192,
-    "depths": [2, 2, 18, 2],
-    "num_heads": [6, 12, 24, 48],
-    "window_size": 12,
-    "drop_path_rate": 0.3,
-    "out_features": ["stage1", "stage2", "stage3", "stage4"],
-}
-# The official ResNet-101 is dilated (output stride 8); transformers' ResNet is not, which the head absorbs since
-# it resizes every level to stride 4 anyway.
-RESNET_101 = {
-    "model_type": "resnet",
-    "layer_type": "bottleneck",
-    "embedding_size": 64,
-    "hidden_sizes": [256, 512, 1024, 2048],
-    "depths": [3, 4, 23, 3],
-    "out_features": ["stage1", "stage2", "stage3", "stage4"],
-}
-# transformers' MobileNetV2 computing exactly what torchvision's `mobilenet_v2()` computes, whose ImageNet weights
-# exist offline (see pretrained_mobilenet_v2.py): symmetric padding, BatchNorm epsilon 1e-5, torchvision's dropout.
-TORCHVISION_MOBILENET_V2_CONFIG = {
-    "model_type": "mobilenet_v2",
-    "num_channels": 3,
-    "depth_multiplier": 1.0,
-    "depth_divisible_by": 8,
-    "min_depth": 8,
-    "expand_ratio": 6.0,
-    "output_stride": 32,
-    "first_layer_is_expansion": True,
-    "finegrained_output": True,
-    "hidden_act": "relu6",
-    "tf_padding": False,
-    "layer_norm_eps": 1e-5,
-    "classifier_dropout_prob": 0.2,
-}
-CAMVID_CLASSES = [
-    "sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car", "pedestrian", "bicyclist"
-]  # fmt: skip
 
 
 def default_tokenizer_config(
@@ -97,13 +67,68 @@ def default_tokenizer_config(
     }
 
 
+# Single-field rules. `@strict` runs a field's type check, then these, whenever the field is set (at creation and
+# on assignment), and reports a failure as a `StrictDataclassFieldValidationError` naming the field; the type check
+# has already refused values of the wrong type (a bool for an int, a string for a number).
+@as_validated_field
+def positive_int(value: int) -> None:
+    if value <= 0:
+        raise ValueError(f"must be a positive integer, got {value!r}.")
+
+
+@as_validated_field
+def power_of_two(value: int) -> None:
+    if value <= 0 or value & (value - 1):
+        raise ValueError(f"must be a power of two, got {value!r}.")
+
+
+@as_validated_field
+def dropout_probability(value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"must be in [0, 1), got {value!r}.")
+
+
+@as_validated_field
+def non_negative_finite(value: float) -> None:
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(f"must be a finite number >= 0, got {value!r}.")
+
+
+@as_validated_field
+def non_empty_name(value: str) -> None:
+    if not value.strip():
+        raise ValueError(f"must be a non-empty name, got {value!r}.")
+
+
+@as_validated_field
+def color_or_none(value) -> None:
+    if value is not None:
+        check_color_rows([value], "ignore_color")
+
+
+@as_validated_field
+def palette_name_or_rows(value) -> None:
+    """A palette given by name must name a known one; rows are checked against the labels by `validate_palette`."""
+    if isinstance(value, str) and value != "generated":
+        preset_palette(value)  # raises, listing the known names
+
+
 @strict
 class GSSConfig(PreTrainedConfig):
     r"""
     Configuration of a Generative Semantic Segmentation model: image backbone and prior head (the conditioning
     network), the maskige palette, the VQ maskige tokenizer (the latent posterior) and the inverse colour map X^-1.
     Defaults are the paper's head and tokenizer sizes around a MobileNetV2 backbone; `GSSConfig.from_preset` gives
-    complete settings (the paper's, and a small CPU one for CamVid).
+    complete settings (the paper's, and a small CPU one for CamVid; see `presets.py`).
+
+    Validation is `huggingface_hub`'s `@strict`, as in every transformers 5 config. Each field's type (the choices
+    are `Literal`s) and its own rules (a positive integer, a dropout in [0, 1), ...) are checked whenever it is set,
+    at creation and on assignment (`config.inverse_type = "lerned"` raises at once), with a
+    `StrictDataclassFieldValidationError` naming the field. The rules between fields (heads dividing widths, the
+    palette against the labels, the tokenizer against `codebook_size`, ...) are the `validate_*` methods: they run
+    at creation, on `config.validate()` (which `save_pretrained` and the model's `__init__` call), and raise a
+    `StrictDataclassClassValidationError` whose message names the fields. They are not run on assignment, so that
+    related fields can be edited one at a time: after editing an existing config, call `config.validate()`.
 
     Args:
         backbone_config (`dict` or `PreTrainedConfig`, *optional*):
@@ -126,9 +151,14 @@ class GSSConfig(PreTrainedConfig):
             Number of tokenizer codes V.
         token_stride (`int`, *optional*, defaults to 4):
             Down-sampling factor from image to token grid (the paper's tokens are at 1/4).
+        tokenizer_type (`str`, *optional*, defaults to `"vqmodel"`):
+            Which tokenizer (latent posterior) the model builds, through `gss_hf`'s tokenizer registry; `"vqmodel"`
+            is the diffusers `VQModel` trained here. Any non-empty name is accepted here: the registry, not the
+            config, knows which names exist.
         tokenizer_config (`dict`, *optional*):
-            Keyword arguments of the diffusers `VQModel` tokenizer. Defaults to `default_tokenizer_config`.
-        prior_head_type (`str`, *optional*, defaults to `"mla"`):
+            Keyword arguments of the tokenizer. For `"vqmodel"`: those of the diffusers `VQModel`, checked against
+            `codebook_size` and `token_stride`, and defaulting to `default_tokenizer_config`.
+        prior_head_type (`Literal["mla", "plain"]`, *optional*, defaults to `"mla"`):
             `"mla"`: the prior head aggregates every backbone level (the paper's multi-level aggregation).
             `"plain"`: it reads the deepest level only, the rest of the head unchanged (the paper's "+ MLA" ablation).
         mla_channels (`int`, *optional*, defaults to 384):
@@ -149,7 +179,7 @@ class GSSConfig(PreTrainedConfig):
             Dropout2d before the codebook classifier.
         auxiliary_channels (`int`, *optional*, defaults to 384):
             Width of the auxiliary K-class pixel head.
-        inverse_type (`str`, *optional*, defaults to `"nearest"`):
+        inverse_type (`Literal["nearest", "least_squares", "learned"]`, *optional*, defaults to `"nearest"`):
             X^-1: `"nearest"` colour (GSS-FF), `"least_squares"` or `"learned"` (GSS-FT-W).
         inverse_hidden_size (`int`, *optional*, defaults to 128):
             Width of the learned X^-1.
@@ -202,49 +232,48 @@ class GSSConfig(PreTrainedConfig):
 
     backbone_config: dict | PreTrainedConfig | None = None
     backbone_hidden_state_indices: list[int] | None = None
-    palette: str | list | tuple = "generated"
+    palette: str | list | tuple = palette_name_or_rows(default="generated")
     palette_name: str | None = None
-    ignore_color: list | tuple | None = None
+    ignore_color: list | tuple | None = color_or_none(default=None)
     ignore_index: int = IGNORE_INDEX
-    codebook_size: int = 8192
-    token_stride: int = 4
+    codebook_size: int = positive_int(default=8192)
+    token_stride: int = power_of_two(default=4)
+    tokenizer_type: str = non_empty_name(default=VQMODEL_TOKENIZER)
     tokenizer_config: dict | None = None
-    prior_head_type: str = "mla"
-    mla_channels: int = 384
-    prior_hidden_size: int = 512
-    prior_depth: int = 2
-    prior_num_heads: int = 16
-    prior_window_size: int = 7
-    prior_intermediate_size: int = 1024
-    prior_classifier_channels: int = 2048
-    prior_dropout: float = 0.1
-    auxiliary_channels: int = 384
-    inverse_type: str = "nearest"
-    inverse_hidden_size: int = 128
-    inverse_depth: int = 1
-    inverse_num_heads: int = 4
-    inverse_window_size: int = 7
-    inverse_intermediate_size: int = 256
-    token_loss_weight: float = 0.8
-    auxiliary_loss_weight: float = 0.2
+    prior_head_type: PriorHeadType = "mla"
+    mla_channels: int = positive_int(default=384)
+    prior_hidden_size: int = positive_int(default=512)
+    prior_depth: int = positive_int(default=2)
+    prior_num_heads: int = positive_int(default=16)
+    prior_window_size: int = positive_int(default=7)
+    prior_intermediate_size: int = positive_int(default=1024)
+    prior_classifier_channels: int = positive_int(default=2048)
+    prior_dropout: float | int = dropout_probability(default=0.1)
+    auxiliary_channels: int = positive_int(default=384)
+    inverse_type: InverseType = "nearest"
+    inverse_hidden_size: int = positive_int(default=128)
+    inverse_depth: int = positive_int(default=1)
+    inverse_num_heads: int = positive_int(default=4)
+    inverse_window_size: int = positive_int(default=7)
+    inverse_intermediate_size: int = positive_int(default=256)
+    token_loss_weight: float | int = non_negative_finite(default=0.8)
+    auxiliary_loss_weight: float | int = non_negative_finite(default=0.2)
     fill_unlabelled_with_auxiliary: bool = True
     sliding_window: bool = False
-    sliding_window_crop_size: int = 768
-    sliding_window_stride: int = 512
-    sliding_window_batch_size: int = 4
-    token_chunk_size: int = 1024
-    initializer_range: float = 0.02
+    sliding_window_crop_size: int = positive_int(default=768)
+    sliding_window_stride: int = positive_int(default=512)
+    sliding_window_batch_size: int = positive_int(default=4)
+    token_chunk_size: int = positive_int(default=1024)
+    initializer_range: float | int = non_negative_finite(default=0.02)
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self._resolve_palette()
         if self.backbone_hidden_state_indices is None:
             self.backbone_hidden_state_indices = DEFAULT_HIDDEN_STATE_LEVELS.get(self.backbone_config.model_type)
-        if self.tokenizer_config is None and _is_positive_int(self.codebook_size) and _is_power_of_two(
-            self.token_stride
-        ):
+        if self.tokenizer_config is None and self.tokenizer_type == VQMODEL_TOKENIZER:
             self.tokenizer_config = default_tokenizer_config(self.codebook_size, self.token_stride)
-        self.check_gss_settings()
+        # `@strict` runs `validate()` (every `validate_*` method) once this returns.
 
     def _resolve_palette(self) -> None:
         """Turns a preset name or "generated" into explicit rows, and fills in the ignore colour."""
@@ -267,56 +296,48 @@ class GSSConfig(PreTrainedConfig):
             self.palette = [list(row) if isinstance(row, (list, tuple)) else row for row in self.palette]
             self.ignore_color = list(self.ignore_color) if self.ignore_color is not None else [0, 0, 0]
 
-    def check_gss_settings(self) -> None:
-        """Raises `ValueError` naming the first invalid field. Called on creation and by the models."""
-        num_labels = self.num_labels
-        check_palette(self.palette, self.ignore_color, num_labels)
-        if 0 <= self.ignore_index < num_labels:
+    # Rules between fields: `@strict` runs every `validate_*` method at creation, and `validate()` runs them again
+    # (`save_pretrained` does). They are not run on assignment, so that related fields can be edited one at a time.
+
+    def validate_palette(self) -> None:
+        check_palette(self.palette, self.ignore_color, self.num_labels)
+
+    def validate_ignore_index(self) -> None:
+        if 0 <= self.ignore_index < self.num_labels:
             raise ValueError(
-                f"`ignore_index` {self.ignore_index} is also a class id (there are {num_labels} labels): "
+                f"`ignore_index` {self.ignore_index} is also a class id (there are {self.num_labels} labels): "
                 "choose a value outside 0..num_labels-1."
             )
-        for name in (
-            "codebook_size", "token_stride", "mla_channels", "prior_hidden_size", "prior_depth", "prior_num_heads",
-            "prior_window_size", "prior_intermediate_size", "prior_classifier_channels", "auxiliary_channels",
-            "inverse_hidden_size", "inverse_depth", "inverse_num_heads", "inverse_window_size",
-            "inverse_intermediate_size", "sliding_window_crop_size", "sliding_window_stride",
-            "sliding_window_batch_size", "token_chunk_size",
-        ):  # fmt: skip
-            if not _is_positive_int(getattr(self, name)):
-                raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)!r}.")
+
+    def validate_window_blocks(self) -> None:
+        """The shifted-window blocks of the prior head and of the learned X^-1: heads and MLP ratio."""
         for dim, heads in (("prior_hidden_size", "prior_num_heads"), ("inverse_hidden_size", "inverse_num_heads")):
             if getattr(self, dim) % getattr(self, heads):
                 raise ValueError(
                     f"`{heads}` ({getattr(self, heads)}) must divide `{dim}` ({getattr(self, dim)})."
                 )
-        if self.sliding_window_stride > self.sliding_window_crop_size:
-            raise ValueError(
-                f"`sliding_window_stride` ({self.sliding_window_stride}) must not exceed `sliding_window_crop_size` "
-                f"({self.sliding_window_crop_size}): pixels between crops would get no prediction."
-            )
         for dim, inter in (
             ("prior_hidden_size", "prior_intermediate_size"), ("inverse_hidden_size", "inverse_intermediate_size")
         ):  # fmt: skip
             if int(getattr(self, inter) / getattr(self, dim) * getattr(self, dim)) != getattr(self, inter):
                 raise ValueError(f"`{inter}` must be a simple multiple of `{dim}` (Swin blocks take an MLP ratio).")
-        if not 0.0 <= self.prior_dropout < 1.0:
-            raise ValueError(f"`prior_dropout` must be in [0, 1), got {self.prior_dropout}.")
-        for name in ("token_loss_weight", "auxiliary_loss_weight"):
-            if not (getattr(self, name) >= 0.0 and math.isfinite(getattr(self, name))):
-                raise ValueError(f"`{name}` must be a finite weight >= 0, got {getattr(self, name)}.")
-        if self.prior_head_type not in PRIOR_HEAD_TYPES:
-            raise ValueError(f"`prior_head_type` must be one of {PRIOR_HEAD_TYPES}, got {self.prior_head_type!r}.")
-        if self.inverse_type not in INVERSE_TYPES:
-            raise ValueError(f"`inverse_type` must be one of {INVERSE_TYPES}, got {self.inverse_type!r}.")
-        if self.inverse_type == "least_squares" and num_labels < 3:
-            raise ValueError("`inverse_type='least_squares'` needs at least 3 classes (a rank-3 palette).")
-        self._check_tokenizer_settings()
-        self._check_backbone_settings()
 
-    def _check_tokenizer_settings(self) -> None:
-        if not _is_power_of_two(self.token_stride):
-            raise ValueError(f"`token_stride` must be a power of two, got {self.token_stride}.")
+    def validate_sliding_window(self) -> None:
+        if self.sliding_window_stride > self.sliding_window_crop_size:
+            raise ValueError(
+                f"`sliding_window_stride` ({self.sliding_window_stride}) must not exceed `sliding_window_crop_size` "
+                f"({self.sliding_window_crop_size}): pixels between crops would get no prediction."
+            )
+
+    def validate_inverse(self) -> None:
+        if self.inverse_type == "least_squares" and self.num_labels < 3:
+            raise ValueError("`inverse_type='least_squares'` needs at least 3 classes (a rank-3 palette).")
+
+    def validate_tokenizer(self) -> None:
+        """The `VQModel` arguments against `codebook_size` and `token_stride`; other tokenizer types' settings are
+        their registry's business."""
+        if self.tokenizer_type != VQMODEL_TOKENIZER:
+            return
         vq = self.tokenizer_config
         if not isinstance(vq, dict):
             raise ValueError(f"`tokenizer_config` must be a dict of `VQModel` arguments, got {type(vq).__name__}.")
@@ -334,7 +355,7 @@ class GSSConfig(PreTrainedConfig):
                 f"{2 ** (len(blocks) - 1)}, but `token_stride` is {self.token_stride}."
             )
 
-    def _check_backbone_settings(self) -> None:
+    def validate_backbone(self) -> None:
         model_type = self.backbone_config.model_type
         indices = self.backbone_hidden_state_indices
         if model_type in MODEL_FOR_BACKBONE_MAPPING_NAMES:
@@ -343,92 +364,37 @@ class GSSConfig(PreTrainedConfig):
                     f"`backbone_hidden_state_indices` is only for backbones without a Backbone class; "
                     f"{model_type!r} chooses its levels with `backbone_config.out_features`."
                 )
-        elif not indices or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in indices):
+        elif not indices or any(i < 0 for i in indices):
             raise ValueError(
                 f"`backbone_hidden_state_indices` must list the hidden states used as features of the "
                 f"{model_type!r} backbone, got {indices!r}."
             )
 
     @classmethod
+    def check_field_names(cls, names, where: str) -> None:
+        """Raises `ValueError` for the first of `names` that is no field, naming the nearest one: a misspelt
+        override would otherwise be kept as an extra attribute that nothing reads."""
+        known = {f.name for f in fields(cls) if f.init} | {"num_labels"}
+        for key in names:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; the fields are {sorted(known)}."
+                raise ValueError(f"{where} got an unknown field {key!r}{hint}")
+
+    @classmethod
     def from_preset(cls, name: str, **overrides) -> "GSSConfig":
-        """Builds a named preset (see `GSS_PRESETS`), with any field overridden by keyword."""
+        """Builds a named preset (see `presets.GSS_PRESETS`), with any field overridden by keyword."""
+        from .presets import GSS_PRESETS
+
         if name not in GSS_PRESETS:
             raise ValueError(f"Unknown GSS preset {name!r}; choose one of {sorted(GSS_PRESETS)}.")
+        cls.check_field_names(overrides, f"`GSSConfig.from_preset({name!r}, ...)`")
         settings = copy.deepcopy(GSS_PRESETS[name])
         settings.update(overrides)
         return cls(**settings)
 
 
-def _is_positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _is_power_of_two(value) -> bool:
-    return _is_positive_int(value) and value & (value - 1) == 0
-
-
-def _labels(names: list[str]) -> dict:
-    """Both label maps, which transformers 5 needs to agree on the number of labels."""
-    return {"id2label": dict(enumerate(names)), "label2id": {name: i for i, name in enumerate(names)}}
-
-
-def _paper_preset(dataset: str, backbone: dict, prior_depth: int, inverse_type: str) -> dict:
-    """The paper's settings (spec §2-4) on one of its datasets."""
-    names = preset_class_names(dataset) or [f"class_{i}" for i in range(len(preset_palette(dataset)[0]))]
-    return {
-        "backbone_config": backbone,
-        "palette": dataset,
-        "codebook_size": 8192,
-        "token_stride": 4,
-        "prior_depth": prior_depth,
-        "inverse_type": inverse_type,
-        "inverse_depth": 1 if dataset == "cityscapes" else 2,
-        **_labels(names),
-    }
-
-
-GSS_PRESETS: dict[str, dict] = {
-    "gss-ff-swin-large": _paper_preset("ade20k", SWIN_LARGE, prior_depth=2, inverse_type="nearest"),
-    "gss-ftw-swin-large": _paper_preset("ade20k", SWIN_LARGE, prior_depth=2, inverse_type="learned"),
-    "gss-ff-swin-large-cityscapes": _paper_preset("cityscapes", SWIN_LARGE, prior_depth=2, inverse_type="nearest"),
-    "gss-ftw-swin-large-cityscapes": _paper_preset("cityscapes", SWIN_LARGE, prior_depth=2, inverse_type="learned"),
-    "gss-ff-swin-large-mseg": _paper_preset("mseg", SWIN_LARGE, prior_depth=2, inverse_type="nearest"),
-    "gss-ftw-swin-large-mseg": _paper_preset("mseg", SWIN_LARGE, prior_depth=2, inverse_type="learned"),
-    "gss-ff-resnet101": _paper_preset("cityscapes", RESNET_101, prior_depth=6, inverse_type="nearest"),
-    "gss-ftw-resnet101": _paper_preset("cityscapes", RESNET_101, prior_depth=6, inverse_type="learned"),
-    # Small enough to train every stage on 2 CPU cores: MobileNetV2 (real ImageNet weights exist offline), a
-    # narrow 1024-code tokenizer (the one measured in benchmarks/tokenizer_grid.py) and a narrow head; the learned
-    # X^-1 keeps the paper's size (it is already tiny).
-    "gss-mobilenetv2-camvid": {
-        "backbone_config": dict(TORCHVISION_MOBILENET_V2_CONFIG),
-        "palette": "generated",
-        "codebook_size": 1024,
-        "token_stride": 4,
-        "tokenizer_config": default_tokenizer_config(
-            1024, 4, base_channels=16, latent_channels=16, norm_num_groups=8
-        ),
-        "mla_channels": 64,
-        "prior_hidden_size": 128,
-        "prior_depth": 1,
-        "prior_num_heads": 4,
-        "prior_intermediate_size": 256,
-        "prior_classifier_channels": 256,
-        "auxiliary_channels": 64,
-        "inverse_type": "learned",
-        # The learned X^-1 runs at full resolution: at the paper's width (128) it would cost more than the rest of
-        # the model on a CPU (benchmarks/inference_speed.py); 11 well-separated colours need far less.
-        "inverse_hidden_size": 32,
-        "inverse_num_heads": 2,
-        "inverse_intermediate_size": 64,
-        # One sliding-window crop at a time keeps a 1024x2048 photo under 1.6 GB (4 at a time: 4.1 GB; whole image:
-        # 3.4 GB), for 1.3x the time of 4 (benchmarks/large_images.py).
-        "sliding_window_batch_size": 1,
-        **_labels(CAMVID_CLASSES),
-    },
-}
-
-
 AutoConfig.register(GSSConfig.model_type, GSSConfig, exist_ok=True)
 GSSConfig.register_for_auto_class()
 
-__all__ = ["GSSConfig", "GSS_PRESETS", "TORCHVISION_MOBILENET_V2_CONFIG", "default_tokenizer_config"]
+__all__ = ["GSSConfig", "default_tokenizer_config"]

@@ -29,6 +29,7 @@ from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import TensorType
 
 from .configuration_gss import GSSConfig
+from .label_spec import LabelSpec
 from .maskige import IGNORE_INDEX
 
 
@@ -49,10 +50,16 @@ class GSSImageProcessorKwargs(ImagesKwargs, total=False):
         "background" or "other" rather than a class (e.g. ADE20k). `ignore_index` itself stays `ignore_index`.
     ignore_index (`int`, *optional*, defaults to `self.ignore_index`):
         The label of unlabelled pixels, which the loss ignores.
+    void_value (`int`, *optional*, defaults to `self.void_value`):
+        A label value that means unlabelled (CamVid's files: 11); it becomes `ignore_index`.
+    label_id_map (`dict[int, int]`, *optional*, defaults to `self.label_id_map`):
+        Label values -> class ids (e.g. Cityscapes labelIds -> trainIds); unlisted values become `ignore_index`.
     """
 
     do_reduce_labels: bool
     ignore_index: int
+    void_value: int | None
+    label_id_map: dict[int, int] | None
 
 
 class GSSImageProcessor(PilBackend):
@@ -89,7 +96,14 @@ class GSSImageProcessor(PilBackend):
             Whether to shift every label down by one and turn label 0 into `ignore_index` (see
             [`GSSImageProcessorKwargs`]).
         ignore_index (`int`, *optional*, defaults to 255):
-            The label of unlabelled pixels.
+            The label of unlabelled pixels (the model's `config.ignore_index`).
+        void_value (`int`, *optional*):
+            A label value that means unlabelled; it becomes `ignore_index`.
+        label_id_map (`dict[int, int]`, *optional*):
+            Label values -> class ids, applied first; unlisted values become `ignore_index`.
+
+        The four label settings are one `LabelSpec` (`label_spec`), the rules the training data and the evaluation
+        read label files by, so a saved processor converts label maps exactly as the model's scores were measured.
         **kwargs:
             The usual image processor settings (`do_resize`, `size`, `resample`, `do_rescale`, `rescale_factor`,
             `do_normalize`, `image_mean`, `image_std`). `size` is `{"shortest_edge": n}` to keep the aspect ratio or
@@ -110,9 +124,17 @@ class GSSImageProcessor(PilBackend):
     do_normalize = True
     do_reduce_labels = False
     ignore_index = IGNORE_INDEX
+    void_value = None
+    label_id_map = None
 
     def __init__(self, **kwargs: Unpack[GSSImageProcessorKwargs]):
         super().__init__(**kwargs)
+        self.label_spec  # validates the label settings now rather than at the first label map
+
+    @property
+    def label_spec(self) -> LabelSpec:
+        """The processor's label settings as the `LabelSpec` that every label map is converted by."""
+        return LabelSpec(self.ignore_index, self.void_value, self.do_reduce_labels, self.label_id_map)
 
     def preprocess(
         self,
@@ -144,6 +166,8 @@ class GSSImageProcessor(PilBackend):
         return_tensors: str | TensorType | None,
         do_reduce_labels: bool,
         ignore_index: int,
+        void_value: int | None,
+        label_id_map: dict[int, int] | None,
         **kwargs,
     ) -> BatchFeature:
         """Checks and converts the inputs, then resizes each label map to the processed size of its photo."""
@@ -169,6 +193,7 @@ class GSSImageProcessor(PilBackend):
                     f"Got {len(images)} images but {len(maps)} segmentation maps{hint}; pass exactly one map per "
                     "image."
                 )
+            label_spec = LabelSpec(ignore_index, void_value, do_reduce_labels, label_id_map)
             labels = []
             for index, (segmentation_map, image, processed_image) in enumerate(zip(maps, images, pixel_values)):
                 segmentation_map = to_label_map(segmentation_map, index)
@@ -177,9 +202,7 @@ class GSSImageProcessor(PilBackend):
                         f"Segmentation map {index} has size (height, width) = {segmentation_map.shape} but its "
                         f"image has size {image.shape[1:]}; a label map must cover its image pixel for pixel."
                     )
-                if do_reduce_labels:
-                    segmentation_map = reduce_labels(segmentation_map, ignore_index)
-                labels.append(resize_labels(segmentation_map, processed_image.shape[1:]))
+                labels.append(resize_labels(label_spec.apply(segmentation_map), processed_image.shape[1:]))
             data["labels"] = labels
 
         return BatchFeature(data=data, tensor_type=return_tensors)
@@ -344,13 +367,6 @@ def to_label_map(segmentation_map: PIL.Image.Image | np.ndarray | torch.Tensor, 
             "(unlabelled pixels use the ignore index)."
         )
     return array.astype(np.int64)
-
-
-def reduce_labels(labels: np.ndarray, ignore_index: int) -> np.ndarray:
-    """Shifts every label down by one and turns label 0 into `ignore_index`, which itself is kept (as SegFormer)."""
-    reduced = labels - 1
-    reduced[(labels == 0) | (labels == ignore_index)] = ignore_index
-    return reduced
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

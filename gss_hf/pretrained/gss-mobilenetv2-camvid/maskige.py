@@ -191,7 +191,7 @@ def maskige_from_labels(
     ignore_color: torch.Tensor | Sequence[int],
     ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
-    """Paints label maps as maskiges (the colour map X).
+    """Paints label maps as maskiges (the colour map X), after checking every label.
 
     Args:
         labels: (batch, height, width) integer class ids in 0..K-1, or `ignore_index` for unlabelled pixels.
@@ -203,8 +203,23 @@ def maskige_from_labels(
         (batch, 3, height, width) uint8 maskige on the device of `labels`.
     """
     colors = _palette_tensor(palette, labels.device)
+    check_labels(labels, colors.shape[0], ignore_index)
+    return _paint(labels, colors, ignore_color, ignore_index)
+
+
+def paint_maskige(
+    labels: torch.Tensor,
+    palette: torch.Tensor | ColorRows,
+    ignore_color: torch.Tensor | Sequence[int],
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """`maskige_from_labels` without the label check (a host synchronisation), for labels already checked, as
+    `GSSForSemanticSegmentation.forward` checks its labels once per call."""
+    return _paint(labels, _palette_tensor(palette, labels.device), ignore_color, ignore_index)
+
+
+def _paint(labels: torch.Tensor, colors: torch.Tensor, ignore_color, ignore_index: int) -> torch.Tensor:
     num_classes = colors.shape[0]
-    check_labels(labels, num_classes, ignore_index)
     labels = labels.long()
     unlabelled = labels == ignore_index
     lookup = torch.cat([colors, _palette_tensor([ignore_color], labels.device)], dim=0)
@@ -303,13 +318,23 @@ def check_index_map(indices: torch.Tensor, name: str, holds: str) -> None:
 def check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
     """Raises unless `labels` is a (batch, height, width) integer map of class ids in 0..K-1 or `ignore_index`."""
     check_index_map(labels, "labels", "integer class ids")
-    invalid = ((labels < 0) | (labels >= num_classes)) & (labels != ignore_index)
-    if invalid.any():
-        bad_values = torch.unique(labels[invalid])[:8].tolist()
+    bad_values = out_of_range_label_values(labels, num_classes, ignore_index)
+    if bad_values:
         raise ValueError(
             f"`labels` holds values {bad_values} outside the {num_classes} classes (0..{num_classes - 1}) "
             f"and different from the ignore index {ignore_index}."
         )
+
+
+def out_of_range_label_values(labels: np.ndarray | torch.Tensor, num_classes: int, ignore_index: int) -> list[int]:
+    """The rule every label check applies: the distinct values (at most 10, sorted) that are neither a class id in
+    0..num_classes-1 nor `ignore_index`; empty when all are valid. Works on NumPy arrays and tensors alike."""
+    invalid = ((labels < 0) | (labels >= num_classes)) & (labels != ignore_index)
+    if not invalid.any():
+        return []
+    values = labels[invalid]
+    unique = torch.unique(values).tolist() if isinstance(values, torch.Tensor) else np.unique(values).tolist()
+    return [int(value) for value in unique[:10]]
 
 
 def _palette_tensor(palette: torch.Tensor | ColorRows, device: torch.device | None) -> torch.Tensor:

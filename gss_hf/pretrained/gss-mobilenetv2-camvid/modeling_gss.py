@@ -3,8 +3,10 @@
     photo ─▶ backbone ─▶ prior head ─▶ token logits (V, h, w) ─argmax─▶ tokens ─▶ tokenizer.decode ─▶ maskige
                     └──▶ auxiliary head (K classes)                                          X^-1 ─▶ class logits
 
-Training (stage II) teaches the prior the tokens the frozen tokenizer assigns to the painted label map; stage III
-(`freeze_for_inverse_training`) teaches only the learned X^-1, on the prior's predicted maskiges.
+`forward` with labels returns the stage-II loss: the prior learns the tokens the frozen tokenizer assigns to the
+painted label map. Which parts train in which stage is the training scripts' choice, as in diffusers (stage III
+trains only `model.inverse`, on the maskiges the frozen model predicts); the model only keeps frozen what its own
+loss never trains.
 """
 
 from dataclasses import dataclass
@@ -18,10 +20,11 @@ from transformers.models.swin.modeling_swin import SwinRelativePositionBias
 from transformers.utils import ModelOutput, logging
 
 from .configuration_gss import GSSConfig
-from .maskige import check_labels, maskige_from_labels
-from .modeling_gss_inverse import LearnedInverse, build_inverse
+from .maskige import check_labels, paint_maskige
+from .modeling_gss_inverse import build_inverse
 from .modeling_gss_prior import GSSAuxiliaryHead, GSSBackbone, GSSPriorHead
-from .modeling_maskige_tokenizer import MaskigeTokenizer
+from .modeling_gss_tokenizer import GSSTokenizer, build_tokenizer
+from .modeling_maskige_tokenizer import MaskigeTokenizer  # noqa: F401  (registers tokenizer_type "vqmodel")
 from .token_cross_entropy import TOKEN_IGNORE_INDEX, chunked_token_argmax, chunked_token_cross_entropy
 
 
@@ -37,11 +40,11 @@ class GSSSemanticSegmenterOutput(ModelOutput):
     """
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
-            Stage II: `token_loss_weight` x token cross-entropy + `auxiliary_loss_weight` x auxiliary pixel
-            cross-entropy. Stage III (after `freeze_for_inverse_training`): pixel cross-entropy of the learned X^-1.
+            The stage-II loss: `token_loss_weight` x token cross-entropy + `auxiliary_loss_weight` x auxiliary pixel
+            cross-entropy (with a sliding window in eval mode, the mean of the crops' losses).
         logits (`torch.FloatTensor` of shape `(batch, num_labels, height, width)`):
             Class scores from X^-1 at the input's resolution (for the nearest colour: minus squared RGB distances).
-            Not computed in stage-II training mode, where only the loss is needed.
+            Not computed in training mode with labels, where only the loss is needed.
         maskige (`torch.FloatTensor` of shape `(batch, 3, height, width)`):
             The predicted maskige, colours in 0..255.
         token_ids (`torch.LongTensor` of shape `(batch, h, w)`):
@@ -51,11 +54,11 @@ class GSSSemanticSegmenterOutput(ModelOutput):
             The prior's V-way logits, only when asked for with `output_token_logits=True` (they take
             codebook_size x 4 bytes per token).
         auxiliary_logits (`torch.FloatTensor` of shape `(batch, num_labels, h, w)`):
-            The auxiliary head's class logits on the token grid (not computed in stage III).
+            The auxiliary head's class logits on the token grid (whole-image passes only).
         token_loss (`torch.FloatTensor` of shape `()`, *optional*):
-            The unweighted token cross-entropy (stage II with labels).
+            The unweighted token cross-entropy (with labels).
         auxiliary_loss (`torch.FloatTensor` of shape `()`, *optional*):
-            The unweighted auxiliary cross-entropy (stage II with labels).
+            The unweighted auxiliary cross-entropy (with labels).
     """
 
     loss: torch.FloatTensor | None = None
@@ -106,13 +109,12 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
 
     def __init__(self, config: GSSConfig):
         super().__init__(config)
-        config.check_gss_settings()
+        config.validate()
         self.backbone = GSSBackbone(config)
         self.prior_head = GSSPriorHead(config, self.backbone.channels)
         self.auxiliary_head = GSSAuxiliaryHead(config, self.backbone.channels)
-        self.tokenizer = MaskigeTokenizer.from_config(config.tokenizer_config)
+        self.tokenizer = build_tokenizer(config)
         self.inverse = build_inverse(config)
-        self.training_stage = "prior"
         self.freeze_untrained_parts()
         self.post_init()
 
@@ -123,7 +125,7 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         A missing key would leave a module randomly initialised (or, for the tokenizer, uninitialised) and an
         unexpected key means the checkpoint belongs to another architecture: either silently gives a model that
         scores near zero, as happened with the official code. Both raise here; `strict=False` downgrades them to a
-        loud warning (for example to start stage III from a stage-II checkpoint, whose learned X^-1 is missing).
+        loud warning, except for a missing tokenizer.
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
         model, loading_info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
@@ -145,63 +147,48 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         return (model, loading_info) if output_loading_info else model
 
     # ------------------------------------------------------------------------------------------------------------
-    # Stages
+    # Parts
     # ------------------------------------------------------------------------------------------------------------
-    def load_tokenizer(self, tokenizer: MaskigeTokenizer) -> None:
-        """Copies a stage-I tokenizer's weights in; its `VQModel` settings must be this config's."""
+    def load_tokenizer(self, tokenizer: GSSTokenizer) -> None:
+        """Copies a stage-I tokenizer's weights in; it must be of this config's `tokenizer_type` and settings."""
+        if not isinstance(tokenizer, type(self.tokenizer)):
+            raise TypeError(
+                f"The tokenizer is a {type(tokenizer).__name__}, but `config.tokenizer_type` "
+                f"{self.config.tokenizer_type!r} builds a {type(self.tokenizer).__name__}."
+            )
         if tokenizer.codebook_size != self.config.codebook_size:
             raise ValueError(
                 f"The tokenizer has {tokenizer.codebook_size} codes but `config.codebook_size` is "
                 f"{self.config.codebook_size}: the prior's classifier would predict the wrong codebook."
             )
-        given = tokenizer.vqmodel.config
-        different = {
-            key: (value, given.get(key))
-            for key, value in self.config.tokenizer_config.items()
-            if _as_list(given.get(key)) != _as_list(value)
-        }
-        if different:
-            raise ValueError(
-                f"The tokenizer differs from `config.tokenizer_config` in (config, tokenizer): {different}."
-            )
-        self.tokenizer.vqmodel.load_state_dict(tokenizer.vqmodel.state_dict(), strict=True)
+        tokenizer.check_compatible(self.config)
+        self.tokenizer.load_state_dict(tokenizer.state_dict(), strict=True)
+
+    def set_inverse(self, inverse_type: str) -> None:
+        """Replaces X^-1 by a freshly initialised one of `inverse_type` and records it in the config, for example
+        to give a GSS-FF model the learned X^-1 that stage III trains, or to read a GSS-FT-W model by nearest colour.
+        The new X^-1 starts frozen, like every part the model's own loss does not train."""
+        self.config.inverse_type = inverse_type
+        parameter = next(self.parameters())
+        self.inverse = build_inverse(self.config).to(device=parameter.device, dtype=parameter.dtype)
+        self.inverse.apply(self._init_weights)
+        self.inverse.requires_grad_(False)
+        self.inverse.train(self.training)
 
     def freeze_untrained_parts(self) -> None:
-        """Turns gradients off for everything the current stage does not train, so that optimisers and DDP see
-        only trained parameters: the tokenizer and unused backbone layers always; X^-1 in stage II; all but X^-1 in
-        stage III. Loading re-applies it (loading gives fresh parameters)."""
-        if self.training_stage == "inverse":
-            self.requires_grad_(False)
-            self.inverse.requires_grad_(True)
-            return
+        """Turns gradients off for everything the stage-II loss of `forward` never trains, so that optimisers and
+        DDP see only trained parameters: the tokenizer, unused backbone layers and X^-1 (stage III unfreezes
+        `model.inverse` itself). Loading re-applies it (loading gives fresh parameters)."""
         self.requires_grad_(True)
         self.tokenizer.requires_grad_(False)
         self.inverse.requires_grad_(False)
         for parameter in self.backbone.unused_parameters():
             parameter.requires_grad_(False)
 
-    def freeze_for_inverse_training(self) -> None:
-        """Stage III: only the learned X^-1 trains; the prior and tokenizer are frozen and stay in eval mode.
-
-        `forward(pixel_values, labels)` then predicts maskiges without gradients and returns the pixel
-        cross-entropy of the learned X^-1 on them (spec §2: it learns to fix the prior's errors).
-        """
-        if not isinstance(self.inverse, LearnedInverse):
-            raise ValueError(
-                f"`freeze_for_inverse_training` needs `inverse_type='learned'`, the config has "
-                f"{self.config.inverse_type!r}."
-            )
-        self.training_stage = "inverse"
-        self.freeze_untrained_parts()
-        self.train(self.training)
-
     def train(self, mode: bool = True) -> "GSSForSemanticSegmentation":
-        """Like `nn.Module.train`, but frozen parts (always the tokenizer; all but X^-1 in stage III) stay in eval."""
+        """Like `nn.Module.train`, but the tokenizer, which a GSS model never trains, stays in eval mode."""
         super().train(mode)
         self.tokenizer.eval()
-        if self.training_stage == "inverse":
-            for module in (self.backbone, self.prior_head, self.auxiliary_head):
-                module.eval()
         return self
 
     # ------------------------------------------------------------------------------------------------------------
@@ -220,10 +207,11 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
             pixel_values (`torch.FloatTensor` of shape `(batch, 3, height, width)`):
                 Normalised photos (see `GSSImageProcessor`).
             labels (`torch.LongTensor` of shape `(batch, height, width)`, *optional*):
-                Class ids in 0..num_labels-1, `config.ignore_index` for unlabelled pixels. Height and width must be
-                multiples of `config.token_stride` in stage II (the tokenizer's grid).
+                Class ids in 0..num_labels-1, `config.ignore_index` for unlabelled pixels. Height and width (and the
+                sliding window's crops) must be multiples of `config.token_stride` (the tokenizer's grid).
             sliding_window (`bool`, *optional*):
                 Inference on overlapping crops instead of the whole image; defaults to `config.sliding_window`.
+                In training mode with labels nothing is predicted, so it changes nothing.
             output_token_logits (`bool`, *optional*, defaults to `False`):
                 Also return the (batch, codebook_size, h, w) token logits (whole-image inference only).
         """
@@ -232,26 +220,19 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         pixel_values = self._check_pixel_values(pixel_values)
         if labels is not None:
             self._check_labels_match(labels, pixel_values)
-            self._check_divisible_by_token_stride(pixel_values)
         if output_token_logits and sliding_window:
             raise ValueError("`output_token_logits` is only available with whole-image inference.")
-        if self.training_stage == "inverse" and labels is not None:
-            output = self._inverse_training_step(pixel_values, labels)
-            return output if return_dict else output.to_tuple()
 
-        predicting = labels is None or not self.training
-        output = GSSSemanticSegmenterOutput()
-        if labels is not None or not sliding_window:
+        if labels is not None and self.training:
             token_features, auxiliary_logits = self._prior(pixel_values)
-        if predicting and sliding_window:
-            output = self._predict_sliding_window(pixel_values)
-        elif predicting:
-            output = self._decode_prior(token_features, auxiliary_logits, pixel_values.shape[-2:], output_token_logits)
-        if labels is not None:
-            output.auxiliary_logits = auxiliary_logits
-            output.loss, output.token_loss, output.auxiliary_loss = self._prior_loss(
-                token_features, auxiliary_logits, labels
+            loss, token_loss, auxiliary_loss = self._prior_loss(token_features, auxiliary_logits, labels)
+            output = GSSSemanticSegmenterOutput(
+                loss=loss, token_loss=token_loss, auxiliary_loss=auxiliary_loss, auxiliary_logits=auxiliary_logits
             )
+        elif sliding_window:
+            output = self._predict_sliding_window(pixel_values, labels)
+        else:
+            output = self._predict_whole(pixel_values, labels, output_token_logits)
         return output if return_dict else output.to_tuple()
 
     def _prior(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -276,15 +257,6 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         loss = self.config.token_loss_weight * token_loss + self.config.auxiliary_loss_weight * auxiliary_loss
         return loss, token_loss, auxiliary_loss
 
-    def _check_divisible_by_token_stride(self, pixel_values: torch.Tensor) -> None:
-        height, width = pixel_values.shape[-2:]
-        stride = self.config.token_stride
-        if height % stride or width % stride:
-            raise ValueError(
-                f"With `labels`, height and width must be divisible by `token_stride` {stride} (the tokenizer's "
-                f"grid), got {height}x{width}: crop or pad (labels with the ignore index) first."
-            )
-
     @torch.no_grad()
     def token_targets(self, labels: torch.Tensor, fill: torch.Tensor) -> torch.LongTensor:
         """The prior's target tokens for label maps (spec §4, "unlabelled area auxiliary").
@@ -295,7 +267,7 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         (the ablation) the map is tokenised as painted, ignore colour included, and no token is ignored.
 
         Args:
-            labels: (batch, H, W) class ids or `config.ignore_index`.
+            labels: (batch, H, W) class ids or `config.ignore_index`, already checked by `forward`.
             fill: (batch, H, W) class ids (the auxiliary head's argmax) for the unlabelled pixels.
 
         Returns:
@@ -303,37 +275,38 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         """
         config = self.config
         if not config.fill_unlabelled_with_auxiliary:
-            return self.tokenizer.encode(
-                maskige_from_labels(labels, config.palette, config.ignore_color, config.ignore_index)
-            )
+            return self.tokenizer.encode(paint_maskige(labels, config.palette, config.ignore_color, config.ignore_index))
         filled, fully_unlabelled = fill_unlabelled_pixels(labels, fill, config.token_stride, config.ignore_index)
-        maskige = maskige_from_labels(filled, config.palette, config.ignore_color, config.ignore_index)
+        maskige = paint_maskige(filled, config.palette, config.ignore_color, config.ignore_index)
         return self.tokenizer.encode(maskige).masked_fill(fully_unlabelled, TOKEN_IGNORE_INDEX)
-
-    def _inverse_training_step(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> GSSSemanticSegmenterOutput:
-        """Stage III loss: pixel cross-entropy of the learned X^-1 on the frozen prior's predicted maskige."""
-        with torch.no_grad():
-            maskige = self.predict(pixel_values, sliding_window=False, output_token_logits=False).maskige
-        logits = self.inverse(maskige)
-        loss = masked_cross_entropy(logits, labels, self.config.ignore_index)
-        return GSSSemanticSegmenterOutput(loss=loss, logits=logits, maskige=maskige)
 
     # ------------------------------------------------------------------------------------------------------------
     # Inference
     # ------------------------------------------------------------------------------------------------------------
-    def predict(
-        self, pixel_values: torch.Tensor, sliding_window: bool = False, output_token_logits: bool = False
+    def _predict_whole(
+        self, pixel_values: torch.Tensor, labels: torch.Tensor | None, output_token_logits: bool
     ) -> GSSSemanticSegmenterOutput:
-        """Inference alone (what `forward` does without labels): argmax tokens -> decode -> X^-1, on the whole image
-        or on overlapping crops. Stage III takes its predicted maskiges from here."""
-        pixel_values = self._check_pixel_values(pixel_values)
-        if sliding_window:
-            return self._predict_sliding_window(pixel_values)
-        return self._predict_whole(pixel_values, output_token_logits)
-
-    def _predict_whole(self, pixel_values: torch.Tensor, output_token_logits: bool) -> GSSSemanticSegmenterOutput:
+        """One pass of the prior over the whole image: the prediction and, with labels, the loss."""
         token_features, auxiliary_logits = self._prior(pixel_values)
-        return self._decode_prior(token_features, auxiliary_logits, pixel_values.shape[-2:], output_token_logits)
+        output = self._decode_prior(token_features, auxiliary_logits, pixel_values.shape[-2:], output_token_logits)
+        if labels is not None:
+            output.loss, output.token_loss, output.auxiliary_loss = self._prior_loss(
+                token_features, auxiliary_logits, labels
+            )
+        return output
+
+    @torch.no_grad()
+    def generate_maskige(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The maskige the prior predicts for whole photos (batch, 3, H, W) -> (batch, 3, H, W), colours in 0..255,
+        without X^-1: what stage III trains the learned X^-1 on."""
+        pixel_values = self._check_pixel_values(pixel_values)
+        token_features, _ = self._prior(pixel_values)
+        maskige = self.tokenizer.decode(self._argmax_tokens(token_features))
+        return _resize_to(maskige, pixel_values.shape[-2:])
+
+    def _argmax_tokens(self, token_features: torch.Tensor) -> torch.LongTensor:
+        weight, bias = self.prior_head.classifier_weight_and_bias
+        return chunked_token_argmax(token_features, weight, bias, self.config.token_chunk_size)
 
     def _decode_prior(
         self,
@@ -343,14 +316,11 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         output_token_logits: bool,
     ) -> GSSSemanticSegmenterOutput:
         """Token features -> argmax tokens -> maskige -> class scores, resized to `size` if the grid overshoots."""
-        weight, bias = self.prior_head.classifier_weight_and_bias
-        token_ids = chunked_token_argmax(token_features, weight, bias, self.config.token_chunk_size)
+        token_ids = self._argmax_tokens(token_features)
         token_logits = self.prior_head.classifier(token_features) if output_token_logits else None
         maskige = self.tokenizer.decode(token_ids)
         logits = self.inverse(maskige)
-        if logits.shape[-2:] != tuple(size):
-            maskige = nn.functional.interpolate(maskige, size=size, mode="bilinear")
-            logits = nn.functional.interpolate(logits, size=size, mode="bilinear")
+        maskige, logits = _resize_to(maskige, size), _resize_to(logits, size)
         return GSSSemanticSegmenterOutput(
             logits=logits,
             maskige=maskige,
@@ -359,9 +329,12 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
             auxiliary_logits=auxiliary_logits,
         )
 
-    def _predict_sliding_window(self, pixel_values: torch.Tensor) -> GSSSemanticSegmenterOutput:
+    def _predict_sliding_window(
+        self, pixel_values: torch.Tensor, labels: torch.Tensor | None
+    ) -> GSSSemanticSegmenterOutput:
         """Crops of `sliding_window_crop_size` every `sliding_window_stride` pixels, run in batches; the class
-        scores and maskige colours of overlapping crops are averaged."""
+        scores and maskige colours of overlapping crops are averaged. With labels, each crop's prior pass also
+        gives that crop's loss, and the losses are the mean over crops."""
         batch, _, height, width = pixel_values.shape
         crop_height = min(self.config.sliding_window_crop_size, height)
         crop_width = min(self.config.sliding_window_crop_size, width)
@@ -373,19 +346,25 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         logits_sum = pixel_values.new_zeros(batch, self.config.num_labels, height, width)
         maskige_sum = pixel_values.new_zeros(batch, 3, height, width)
         votes = pixel_values.new_zeros(1, 1, height, width)
+        losses = []
         crops_per_run = max(1, self.config.sliding_window_batch_size // batch)
         for first in range(0, len(windows), crops_per_run):
             group = windows[first : first + crops_per_run]
-            crops = torch.cat(
-                [pixel_values[..., top : top + crop_height, left : left + crop_width] for top, left in group]
+            regions = [(..., slice(top, top + crop_height), slice(left, left + crop_width)) for top, left in group]
+            crop_labels = None if labels is None else torch.cat([labels[region] for region in regions])
+            prediction = self._predict_whole(
+                torch.cat([pixel_values[region] for region in regions]), crop_labels, output_token_logits=False
             )
-            prediction = self._predict_whole(crops, output_token_logits=False)
-            for index, (top, left) in enumerate(group):
-                rows, cols = slice(top, top + crop_height), slice(left, left + crop_width)
-                logits_sum[..., rows, cols] += prediction.logits[index * batch : (index + 1) * batch]
-                maskige_sum[..., rows, cols] += prediction.maskige[index * batch : (index + 1) * batch]
-                votes[..., rows, cols] += 1
-        return GSSSemanticSegmenterOutput(logits=logits_sum / votes, maskige=maskige_sum / votes)
+            if labels is not None:
+                losses.append(torch.stack([prediction.loss, prediction.token_loss, prediction.auxiliary_loss]))
+            for index, region in enumerate(regions):
+                logits_sum[region] += prediction.logits[index * batch : (index + 1) * batch]
+                maskige_sum[region] += prediction.maskige[index * batch : (index + 1) * batch]
+                votes[region] += 1
+        output = GSSSemanticSegmenterOutput(logits=logits_sum / votes, maskige=maskige_sum / votes)
+        if losses:
+            output.loss, output.token_loss, output.auxiliary_loss = torch.stack(losses).mean(0)
+        return output
 
     # ------------------------------------------------------------------------------------------------------------
     # Input checks
@@ -420,14 +399,25 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
                 f"`labels` has shape {tuple(labels.shape)} but `pixel_values` is {tuple(pixel_values.shape)}: give "
                 "one (height, width) label map per photo, at the photo's size."
             )
+        height, width = pixel_values.shape[-2:]
+        stride = self.config.token_stride
+        if height % stride or width % stride:
+            raise ValueError(
+                f"With `labels`, height and width must be divisible by `token_stride` {stride} (the tokenizer's "
+                f"grid), got {height}x{width}: crop or pad (labels with the ignore index) first."
+            )
 
 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """Pixel cross-entropy averaged over labelled pixels; 0 (connected to the graph) when none is labelled,
-    where `cross_entropy` would return NaN."""
-    if not bool((labels != ignore_index).any()):
-        return logits.sum() * 0.0
-    return nn.functional.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index)
+    where `cross_entropy`'s mean would be NaN. Computed as a sum over a count, so that no host synchronisation is
+    needed to tell the two cases apart.
+
+    Args:
+        logits: (batch, K, H, W) class scores; labels: (batch, H, W) class ids or `ignore_index`.
+    """
+    total = nn.functional.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index, reduction="sum")
+    return total / (labels != ignore_index).sum().clamp(min=1)
 
 
 def fill_unlabelled_pixels(
@@ -457,14 +447,18 @@ def fill_unlabelled_pixels(
     return filled, fully_unlabelled
 
 
+def _resize_to(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(batch, channels, h, w) -> (batch, channels, *size), bilinear; unchanged when already of that size (the
+    decoded grid overshoots inputs whose sides are not multiples of the token stride)."""
+    if maps.shape[-2:] == tuple(size):
+        return maps
+    return nn.functional.interpolate(maps, size=size, mode="bilinear")
+
+
 def _window_starts(length: int, crop: int, stride: int) -> list[int]:
     """Start offsets of crops of size `crop` every `stride` pixels, the last one flush with the end."""
     count = max(length - crop + stride - 1, 0) // stride + 1
     return sorted({min(index * stride, length - crop) for index in range(count)})
-
-
-def _as_list(value):
-    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 AutoModelForSemanticSegmentation.register(GSSConfig, GSSForSemanticSegmentation, exist_ok=True)
@@ -473,4 +467,4 @@ GSSForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmenta
 # registered classes, and logs an error for anything else: GSS is listed there so that the pipeline accepts it.
 MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES.setdefault(GSSConfig.model_type, GSSForSemanticSegmentation.__name__)
 
-__all__ = ["GSSForSemanticSegmentation", "GSSPreTrainedModel", "GSSSemanticSegmenterOutput"]
+__all__ = ["GSSForSemanticSegmentation", "GSSPreTrainedModel", "GSSSemanticSegmenterOutput", "masked_cross_entropy"]

@@ -1,14 +1,14 @@
-"""The latent posterior: a VQ tokenizer that turns maskiges into discrete tokens and back.
+"""The latent posterior trained here: a VQ tokenizer that turns maskiges into discrete tokens and back.
 
 A thin wrapper around diffusers' `VQModel`, which holds every weight; the wrapper adds the maskige conventions
-(colours in 0..255, DALL-E's pixel map, sigmoid on the decoder output) and index-level `encode`/`decode`.
+(colours in 0..255, DALL-E's pixel map, sigmoid on the decoder output), index-level `encode`/`decode` and the rest of
+the `GSSTokenizer` contract. It is `tokenizer_type: "vqmodel"`.
 
 How the 1/4 token grid is reached. The official code feeds DALL-E's 8x dVAE a label map up-sampled 2x, because
 those were the only weights it had. Trained from scratch, a model that down-samples 4x directly sees the same
-pixels per token at a quarter of the activations. `benchmarks/tokenizer_grid.py` trained both routes for the same
-5 minutes on CamVid label maps (2 CPU cores): the direct route ran 4.7x more steps, reconstructed `val` at 28.8
-mIoU against 0.8, and one 360x480 encode + decode cost 4.5x less (table in `benchmarks/RESULTS.md`). So
-`token_stride` is the `VQModel`'s own down-sampling factor and no label up-sampling happens anywhere.
+pixels per token at a quarter of the activations, and `benchmarks/tokenizer_grid.py` measured it to train faster
+and reconstruct better under the same budget (table in `benchmarks/RESULTS.md`). So `token_stride` is the
+`VQModel`'s own down-sampling factor and no label up-sampling happens on this route.
 """
 
 from dataclasses import dataclass
@@ -16,35 +16,32 @@ from dataclasses import dataclass
 import torch
 from diffusers import VQModel
 from torch import nn
-from transformers.utils import ModelOutput
 
+from .configuration_gss import GSSConfig
 from .maskige import check_index_map, check_maskige, maskige_to_tokenizer_pixels, tokenizer_pixels_to_maskige
+from .modeling_gss_tokenizer import GSSTokenizer, TokenizerTrainingOutput, register_tokenizer_type
 
 
 @dataclass
-class MaskigeTokenizerOutput(ModelOutput):
+class MaskigeTokenizerOutput(TokenizerTrainingOutput):
     """
+    The contract's training output (`loss`, `reconstruction_loss`, `token_ids`, `latents`), plus:
+
     Args:
         reconstruction (`torch.FloatTensor` of shape `(batch, 3, height, width)`):
             The decoded maskige, colours in 0..255, differentiable with respect to the tokenizer's weights.
         decoder_logits (`torch.FloatTensor` of shape `(batch, 3, height, width)`):
             The decoder's raw output; `sigmoid` of it is in tokenizer-pixel space ([0.1, 0.9] for valid colours).
-        token_ids (`torch.LongTensor` of shape `(batch, height / token_stride, width / token_stride)`):
-            The codebook index of every token.
         quantization_loss (`torch.FloatTensor` of shape `()`):
             The VQ codebook + commitment loss of `VQModel`'s quantizer.
-        latents (`torch.FloatTensor` of shape `(batch, codebook_dim, height / token_stride, width / token_stride)`):
-            The encoder's output before quantisation (stage I re-seeds unused codebook entries from these).
     """
 
     reconstruction: torch.FloatTensor | None = None
     decoder_logits: torch.FloatTensor | None = None
-    token_ids: torch.LongTensor | None = None
     quantization_loss: torch.FloatTensor | None = None
-    latents: torch.FloatTensor | None = None
 
 
-class MaskigeTokenizer(nn.Module):
+class MaskigeTokenizer(GSSTokenizer):
     """Maskige (batch, 3, H, W) <-> token ids (batch, H / token_stride, W / token_stride).
 
     Its weights are never touched by transformers' weight initialisation: a GSS model's `post_init()` re-initialises
@@ -67,6 +64,22 @@ class MaskigeTokenizer(nn.Module):
     def from_config(cls, tokenizer_config: dict) -> "MaskigeTokenizer":
         """A freshly initialised tokenizer from `VQModel` keyword arguments (`GSSConfig.tokenizer_config`)."""
         return cls(VQModel(**tokenizer_config))
+
+    @classmethod
+    def from_gss_config(cls, config: GSSConfig) -> "MaskigeTokenizer":
+        return cls.from_config(config.tokenizer_config)
+
+    def check_compatible(self, config: GSSConfig) -> None:
+        given = self.vqmodel.config
+        different = {
+            key: (value, given.get(key))
+            for key, value in config.tokenizer_config.items()
+            if _as_list(given.get(key)) != _as_list(value)
+        }
+        if different:
+            raise ValueError(
+                f"The tokenizer differs from `config.tokenizer_config` in (config, tokenizer): {different}."
+            )
 
     @classmethod
     def from_pretrained(cls, pretrained_path: str, subfolder: str | None = None, **kwargs) -> "MaskigeTokenizer":
@@ -129,17 +142,34 @@ class MaskigeTokenizer(nn.Module):
         )
         return self.decode_latents(quantized)[0]
 
-    def forward(self, maskige: torch.Tensor) -> MaskigeTokenizerOutput:
-        """The stage-I training pass: encode, quantise (straight-through gradients) and decode."""
+    @torch.no_grad()
+    def reseed_dead_codes(self, usage: torch.LongTensor, latents: torch.Tensor, generator: torch.Generator) -> int:
+        dead = (usage == 0).nonzero().flatten()
+        if len(dead) == 0:
+            return 0
+        candidates = latents.detach().permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+        choice = torch.randint(len(candidates), (len(dead),), generator=generator).to(candidates.device)
+        codebook = self.vqmodel.quantize.embedding.weight
+        codebook[dead] = candidates[choice].to(codebook.dtype)
+        return len(dead)
+
+    def forward(self, maskige: torch.Tensor, reconstruction_weight: float = 10.0) -> MaskigeTokenizerOutput:
+        """The stage-I training pass: encode, quantise (straight-through gradients) and decode. The loss is
+        `reconstruction_weight` x MSE between the decoder's sigmoid output and the maskige in tokenizer-pixel space,
+        plus the VQ codebook and commitment loss."""
         latents = self.encode_to_latents(maskige)
-        quantized, loss, token_ids = self.quantize(latents)
+        quantized, quantization_loss, token_ids = self.quantize(latents)
         reconstruction, logits = self.decode_latents(quantized)
+        target = maskige_to_tokenizer_pixels(maskige)
+        reconstruction_loss = nn.functional.mse_loss(torch.sigmoid(logits.float()), target)
         return MaskigeTokenizerOutput(
+            loss=reconstruction_weight * reconstruction_loss + quantization_loss,
+            reconstruction_loss=reconstruction_loss,
+            token_ids=token_ids,
+            latents=latents,
             reconstruction=reconstruction,
             decoder_logits=logits,
-            token_ids=token_ids,
-            quantization_loss=loss,
-            latents=latents,
+            quantization_loss=quantization_loss,
         )
 
     def _check_token_ids(self, token_ids: torch.Tensor) -> None:
@@ -149,3 +179,12 @@ class MaskigeTokenizer(nn.Module):
                 f"`token_ids` must be in 0..{self.codebook_size - 1} (the codebook size), got values in "
                 f"{int(token_ids.min())}..{int(token_ids.max())}."
             )
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+register_tokenizer_type("vqmodel", MaskigeTokenizer)
+
+__all__ = ["MaskigeTokenizer", "MaskigeTokenizerOutput"]

@@ -83,10 +83,11 @@ def chunked_token_cross_entropy(
     if chunk_size < 1:
         raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size}.")
     valid = targets != TOKEN_IGNORE_INDEX
-    if not bool(valid.any()):
-        return features.sum() * 0.0 + weight.sum() * 0.0 + bias.sum() * 0.0
-    # One gather of the target tokens' features, (num_targets, channels), straight from the channels-first map.
+    # One gather of the target tokens' features, (num_targets, channels), straight from the channels-first map; its
+    # size is the one host synchronisation here.
     tokens = features.permute(0, 2, 3, 1)[valid]
+    if tokens.shape[0] == 0:
+        return features.sum() * 0.0 + weight.sum() * 0.0 + bias.sum() * 0.0
     return _ChunkedLinearCrossEntropy.apply(tokens, weight, bias, targets[valid], chunk_size)
 
 
