@@ -202,7 +202,11 @@ class GSSImageProcessor(PilBackend):
                         f"Segmentation map {index} has size (height, width) = {segmentation_map.shape} but its "
                         f"image has size {image.shape[1:]}; a label map must cover its image pixel for pixel."
                     )
-                labels.append(resize_labels(label_spec.apply(segmentation_map), processed_image.shape[1:]))
+                try:
+                    segmentation_map = label_spec.apply(segmentation_map)
+                except ValueError as error:
+                    raise ValueError(f"Segmentation map {index}: {error}") from error
+                labels.append(resize_labels(segmentation_map, processed_image.shape[1:]))
             data["labels"] = labels
 
         return BatchFeature(data=data, tensor_type=return_tensors)
@@ -353,18 +357,14 @@ def channel_axis(array: np.ndarray, index: int, input_data_format: str | Channel
 
 
 def to_label_map(segmentation_map: PIL.Image.Image | np.ndarray | torch.Tensor, index: int) -> np.ndarray:
-    """Checks that one segmentation map is a 2-D map of non-negative integer class ids and returns it as int64."""
+    """Checks that one segmentation map is a 2-D map of integer class ids and returns it as int64 (its values are
+    checked by the `LabelSpec` that converts it)."""
     array = as_numpy(segmentation_map, f"Segmentation map {index}")
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
         raise ValueError(
             f"Segmentation map {index} has shape {array.shape} and dtype {array.dtype}, but segmentation maps must "
             "be 2-D maps of integer class ids. A colour-coded label image (one RGB colour per class) must be "
             "converted to class ids first, e.g. with the dataset's palette."
-        )
-    if array.size and array.min() < 0:
-        raise ValueError(
-            f"Segmentation map {index} contains the negative label {array.min()}; class ids must be >= 0 "
-            "(unlabelled pixels use the ignore index)."
         )
     return array.astype(np.int64)
 
