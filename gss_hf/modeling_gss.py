@@ -275,7 +275,8 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         """
         config = self.config
         if not config.fill_unlabelled_with_auxiliary:
-            return self.tokenizer.encode(paint_maskige(labels, config.palette, config.ignore_color, config.ignore_index))
+            painted = paint_maskige(labels, config.palette, config.ignore_color, config.ignore_index)
+            return self.tokenizer.encode(painted)
         filled, fully_unlabelled = fill_unlabelled_pixels(labels, fill, config.token_stride, config.ignore_index)
         maskige = paint_maskige(filled, config.palette, config.ignore_color, config.ignore_index)
         return self.tokenizer.encode(maskige).masked_fill(fully_unlabelled, TOKEN_IGNORE_INDEX)

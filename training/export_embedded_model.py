@@ -65,7 +65,9 @@ def main() -> None:
     model = AutoModelForSemanticSegmentation.from_pretrained(args.model_name_or_path).eval()
     model.config.sliding_window_batch_size = args.sliding_window_batch_size
     processor = GSSImageProcessor(
-        size={"shortest_edge": args.shortest_edge}, ignore_index=model.config.ignore_index, void_value=CAMVID_VOID_VALUE
+        size={"shortest_edge": args.shortest_edge},
+        ignore_index=model.config.ignore_index,
+        void_value=CAMVID_VOID_VALUE,
     )
     if args.output_dir.exists():
         shutil.rmtree(args.output_dir)

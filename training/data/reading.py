@@ -76,7 +76,8 @@ def read_segnet_photos_and_labels(
         with PIL.Image.open(root / split / name) as photo:
             photo.load()
             photos.append(photo)
-    labels = [read_label_map({"path": str(root / f"{split}annot" / name), "bytes": None}, label_spec) for name in names]
+    label_files = [{"path": str(root / f"{split}annot" / name), "bytes": None} for name in names]
+    labels = [read_label_map(entry, label_spec) for entry in label_files]
     return photos, labels
 
 

@@ -81,7 +81,12 @@ class SyntheticLabelDataset(torch.utils.data.Dataset):
     """`num_samples` synthetic label maps per epoch, keyed by (epoch, index) like `SegmentationTrainDataset`."""
 
     def __init__(
-        self, num_samples: int, crop_size: tuple[int, int], num_labels: int, seed: int, ignore_index: int = IGNORE_INDEX
+        self,
+        num_samples: int,
+        crop_size: tuple[int, int],
+        num_labels: int,
+        seed: int,
+        ignore_index: int = IGNORE_INDEX,
     ):
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}.")
