@@ -34,7 +34,7 @@ def unresized() -> GSSImageProcessor:
 
 
 def test_defaults(processor):
-    assert dict(processor.size) == {"shortest_edge": 512}
+    assert dict(processor.size) == {"shortest_edge": 512, "longest_edge": 2048}
     assert tuple(processor.image_mean) == tuple(IMAGENET_DEFAULT_MEAN)
     assert tuple(processor.image_std) == tuple(IMAGENET_DEFAULT_STD)
     assert processor.rescale_factor == 1 / 255
@@ -340,3 +340,18 @@ def test_camvid_photo_and_label_map(processor, camvid_dir):
     input_share = dict(zip(input_ids.tolist(), input_counts / input_counts.sum()))
     for class_id, share in zip(output_ids.tolist(), output_counts / output_counts.sum()):
         assert abs(share - input_share[class_id]) < 0.01
+
+
+@pytest.mark.parametrize("width, height", [(2000, 1), (30000, 20), (1, 3000)])
+def test_very_thin_photos_are_bounded_by_the_default_long_edge(processor, width, height):
+    """Without the bound a 512-pixel short edge would make 2000x1 a 1024000x512 image (half a billion pixels)."""
+    photo = np.zeros((height, width, 3), dtype=np.uint8)
+    pixel_values = processor(images=photo, input_data_format="channels_last", return_tensors="pt")["pixel_values"]
+    assert pixel_values.shape[-2] * pixel_values.shape[-1] <= 2048 * 512
+
+
+def test_a_resize_without_a_long_edge_bound_refuses_what_would_not_fit():
+    short_edge_only = GSSImageProcessor(size={"shortest_edge": 360})
+    with pytest.raises(ValueError, match=r"Image 0 would be processed at 720000x360 pixels.*longest_edge"):
+        short_edge_only(images=np.zeros((1, 2000, 3), dtype=np.uint8), input_data_format="channels_last")
+    assert short_edge_only(images=np.zeros((360, 480, 3), dtype=np.uint8))["pixel_values"][0].shape == (3, 360, 480)

@@ -332,6 +332,30 @@ def test_a_checkpoint_whose_codebook_disagrees_with_the_config_is_refused(tmp_pa
         GSSForSemanticSegmentation.from_pretrained(tmp_path)
 
 
+def test_a_checkpoint_of_another_codebook_size_is_refused_even_with_ignore_mismatched_sizes(tmp_path):
+    """transformers' own error suggests `ignore_mismatched_sizes=True`, which would re-initialise the tokenizer's
+    codebook and the token classifier at random: a model that loads and predicts one class everywhere."""
+    tiny_model().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["codebook_size"] = 32
+    config["tokenizer_config"]["num_vq_embeddings"] = 32
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    for strict in (True, False):
+        with pytest.raises(ValueError, match=r"keys of another size.*tokenizer\.vqmodel\.quantize.*must contain its tok"):
+            GSSForSemanticSegmentation.from_pretrained(tmp_path, ignore_mismatched_sizes=True, strict=strict)
+
+
+def test_heads_of_another_size_are_refused_unless_not_strict(tmp_path):
+    tiny_model(inverse_type="learned").save_pretrained(tmp_path)
+    wider = {"inverse_hidden_size": 16, "inverse_intermediate_size": 32}
+    with pytest.raises(ValueError, match=r"keys of another size.*'inverse\.classifier\.weight': \(\(5, 8, 1, 1\), \(5, 16"):
+        GSSForSemanticSegmentation.from_pretrained(tmp_path, ignore_mismatched_sizes=True, **wider)
+    logger = logging.get_logger("gss_hf.modeling_gss")
+    with CaptureLogger(logger) as captured:
+        model = GSSForSemanticSegmentation.from_pretrained(tmp_path, ignore_mismatched_sizes=True, strict=False, **wider)
+    assert "keys of another size" in captured.out and model.inverse.classifier.weight.shape == (5, 16, 1, 1)
+
+
 def test_load_tokenizer_copies_stage_i_weights_and_refuses_another_codebook(model):
     torch.manual_seed(5)
     tokenizer = MaskigeTokenizer.from_config(tiny_tokenizer_config()).eval()
@@ -362,6 +386,9 @@ def test_load_tokenizer_copies_stage_i_weights_and_refuses_another_codebook(mode
         (torch.randn(2, 3, 32, 32), torch.zeros(1, 32, 32, dtype=torch.long), ValueError, "one \\(height, width\\)"),
         (torch.randn(1, 3, 32, 32), torch.zeros(1, 32, 32), TypeError, "integer class ids"),
         (torch.randn(1, 3, 30, 32), torch.zeros(1, 30, 32, dtype=torch.long), ValueError, "divisible by"),
+        (torch.full((1, 3, 32, 32), float("nan")), None, ValueError, "NaN or infinite"),
+        (torch.randn(1, 3, 32, 32).index_fill_(2, torch.tensor([3]), float("inf")), None, ValueError, "NaN or inf"),
+        (torch.randn(1, 3, 32, 32).index_fill_(3, torch.tensor([5]), float("-inf")), None, ValueError, "NaN or inf"),
     ],
 )
 def test_bad_inputs_are_refused_clearly(model, pixel_values, labels, error, match):

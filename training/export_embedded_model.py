@@ -53,6 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--output_dir", type=Path, default=EMBEDDED_MODEL)
     parser.add_argument("--model_card_copy", type=Path, default=REPO / "model_cards" / "gss-mobilenetv2-camvid.md")
     parser.add_argument("--shortest_edge", type=int, default=360, help="Photos are resized to this short side.")
+    parser.add_argument("--longest_edge", type=int, default=2048, help="... and at most to this long side.")
     parser.add_argument("--sliding_window_batch_size", type=int, default=1,
                         help="Crops per sliding-window run (memory against time: benchmarks/RESULTS.md, "
                              "large_images).")  # fmt: skip
@@ -65,7 +66,7 @@ def main() -> None:
     model = AutoModelForSemanticSegmentation.from_pretrained(args.model_name_or_path).eval()
     model.config.sliding_window_batch_size = args.sliding_window_batch_size
     processor = GSSImageProcessor(
-        size={"shortest_edge": args.shortest_edge},
+        size={"shortest_edge": args.shortest_edge, "longest_edge": args.longest_edge},
         ignore_index=model.config.ignore_index,
         void_value=CAMVID_VOID_VALUE,
     )
