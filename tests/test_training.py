@@ -4,6 +4,7 @@ on a generated tiny dataset, and on CamVid (slow, skipped without it)."""
 import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -315,6 +316,34 @@ def test_push_without_a_repository_id_is_refused_before_training(tiny_data, tiny
                         "--push_to_hub", check=False)  # fmt: skip
     assert result.returncode != 0 and "--hub_model_id" in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_training(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path):
+    target = tmp_path / "a-file"
+    target.write_text("not a folder")
+    for output_dir, says in ((target, "is a file"), (target / "model", "is under the file")):
+        result = run_script("train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, output_dir),
+                            check=False)  # fmt: skip
+        assert result.returncode != 0 and f"--output_dir {output_dir} {says}" in result.stderr
+        assert "it/s" not in result.stderr, "refused before the first step"
+
+
+@pytest.mark.parametrize("broken", ["truncated photo", "label 200"])
+def test_broken_files_are_named_before_the_first_step(broken, tiny_config_dir, tiny_tokenizer, tmp_path):
+    data = write_tiny_camvid(tmp_path / "camvid")
+    last = data / "train" / "005.png"
+    if broken == "truncated photo":
+        last.write_bytes(last.read_bytes()[:-40])
+        expected = r"Cannot read the photo .*train/005\.png"
+    else:
+        labels = np.array(Image.open(data / "trainannot" / "005.png"))
+        labels[5, 5] = 200
+        Image.fromarray(labels).save(data / "trainannot" / "005.png")
+        expected = r"trainannot/005\.png holds \[200\]"
+    result = run_script("train_prior.py", *prior_arguments(data, tiny_config_dir, tiny_tokenizer, tmp_path / "out"),
+                        check=False)  # fmt: skip
+    assert result.returncode != 0 and re.search(expected, result.stderr)
+    assert not (tmp_path / "out" / "model.safetensors").exists() and "it/s]" not in result.stderr
 
 
 # ----------------------------------------------------------------------------------------------------------------

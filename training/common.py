@@ -32,6 +32,7 @@ from training.data import (
     SegmentationAugmentation,
     SegmentationEvalDataset,
     SegmentationTrainDataset,
+    check_split_files,
     load_splits_from_args,
 )
 from training.evaluation import evaluate_segmentation
@@ -87,6 +88,18 @@ def check_training_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--checkpointing_steps must be at least 1, got {args.checkpointing_steps}.")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (for example 'your-name/gss-camvid').")
+    check_output_dir(Path(args.output_dir))
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Refuses, before the first step, an output folder that could not be written at the end of the run: a file, a
+    path under a file, or under a folder this process may not write."""
+    existing = next(path for path in (output_dir, *output_dir.absolute().parents) if path.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == output_dir else f"is under the file {existing}"
+        raise ValueError(f"--output_dir {output_dir} {where}: choose a folder.")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"--output_dir {output_dir}: {existing} is not writable.")
 
 
 def launched_on_cpu_only() -> bool:
@@ -188,6 +201,8 @@ def make_datasets(
 ) -> tuple[SegmentationTrainDataset, SegmentationEvalDataset]:
     """The augmented training split and the validation split, both read and converted by `image_processor`."""
     splits = load_splits_from_args(args)
+    for name in ("train", "validation"):
+        check_split_files(splits[name], image_processor.label_spec, num_labels, with_images, f"the {name} split")
     augmentation = SegmentationAugmentation(tuple(args.crop_size), ignore_index=image_processor.ignore_index)
     train_dataset = SegmentationTrainDataset(
         splits["train"], augmentation, args.seed, image_processor, with_images=with_images, num_labels=num_labels

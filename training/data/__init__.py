@@ -17,6 +17,7 @@ from training.data.layouts import (
     load_splits_from_args,
 )
 from training.data.reading import (
+    check_split_files,
     read_camvid_val_photos,
     read_image,
     read_label_map,
@@ -40,6 +41,7 @@ __all__ = [
     "SegmentationTrainDataset",
     "SyntheticLabelDataset",
     "add_data_arguments",
+    "check_split_files",
     "collate_segmentation",
     "load_segmentation_splits",
     "load_splits_from_args",

@@ -7,6 +7,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import PIL.Image
+from tqdm.auto import tqdm
 
 from gss_hf.image_processing_gss import HIGH_BIT_DEPTH_PIL_MODES, to_rgb_uint8
 from gss_hf.label_spec import LabelSpec
@@ -108,3 +109,37 @@ def read_example(
             f"map {label_where} is {labels.shape[1]}x{labels.shape[0]} (width x height): they must be the same size."
         )
     return image, labels
+
+
+def check_split_files(
+    split: datasets.Dataset, label_spec: LabelSpec, num_labels: int | None, with_images: bool, description: str
+) -> None:
+    """Opens every label map of `split` (its values checked) and checks every photo's header, size and file
+    integrity, before any training step: a truncated photo or a label of 200 is named now, not when a batch reaches
+    it, possibly an hour in. Label maps are decoded, photos are only verified (no pixel decoding), so a pass over
+    CamVid's 468 files takes seconds."""
+    for index in tqdm(range(len(split)), desc=f"Checking {description}", unit="file", leave=False):
+        example = split[index]
+        name = f"of example {index}"
+        labels = read_label_map(example["label"], label_spec, name=name)
+        if num_labels is not None:
+            label_spec.check(labels, num_labels, describe_entry(example["label"], name))
+        if with_images:
+            verify_photo(example["image"], name, labels.shape)
+
+
+def verify_photo(entry: dict, name: str, label_shape: tuple[int, int]) -> None:
+    """Raises `ValueError` naming the photo unless its file is intact and of the label map's size."""
+    data, path = entry.get("bytes"), entry.get("path")
+    where = describe_entry(entry, name)
+    try:
+        with PIL.Image.open(io.BytesIO(data) if data is not None else path) as image:
+            size = image.size
+            image.verify()
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
+        raise ValueError(f"Cannot read the photo {where}: {error}") from error
+    if size[::-1] != tuple(label_shape):
+        raise ValueError(
+            f"The photo {where} is {size[0]}x{size[1]} but its label map is {label_shape[1]}x{label_shape[0]} "
+            "(width x height): they must be the same size."
+        )
