@@ -1,34 +1,59 @@
-"""`gss-segment`: segment photos with a GSS model and write, per photo, a colour overlay, the predicted maskige and
-the label map as PNGs.
+"""`gss-segment`: segment photos with a GSS model and write, per photo, four files into the output folder:
 
-    gss-segment photo.png [more.jpg ...] [--model PATH_OR_HUB_ID] [--output-dir DIR] [--sliding-window]
+  <name>_labels.png   the label map: one grey pixel per photo pixel whose value is the class id, 0..K-1 (8-bit,
+                      16-bit when K > 256); the legend names each id
+  <name>_overlay.png  the photo blended half and half with the colour of each pixel's class
+  <name>_maskige.png  the maskige, the colour image the model generates, from which the classes are read
+  <name>_legend.json  for each class present: id, name (the model's id2label), the RGB colour the overlay and the
+                      maskige use for it, and the fraction of the photo's pixels it covers (the fractions sum to 1)
 
-Without `--model` the CamVid model embedded in the package is used (no download). Every input is checked before any
-is segmented, so a typo in the last of many paths fails at once instead of after minutes of work.
+    gss-segment photo.png [more.jpg ...] [--model PATH_OR_HUB_ID] [--output-dir DIR] [--sliding-window] [--verbose]
+
+Without `--model` the CamVid model embedded in the package is used (no download). Every input (the photos, the
+output folder, the model folder) is checked before any photo is segmented, so a typo in the last of many paths fails
+at once, with one line, instead of after minutes of work.
+
+`--model` is read as a local folder when it exists, starts with `.`, `/` or `~`, or is not shaped like a Hub id
+(`name` or `org/name`, letters, digits, `-`, `_` and `.`); otherwise as a Hub id.
 """
 
 import argparse
+import contextlib
+import json
+import os
+import re
 import sys
 from pathlib import Path
 
+import huggingface_hub
 import numpy as np
 import PIL.Image
 import torch
-from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+from safetensors import SafetensorError
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForSemanticSegmentation
+from transformers.utils import logging as transformers_logging
 
+from .image_processing_gss import to_rgb_uint8
 from .modeling_gss import GSSForSemanticSegmentation
 
 
 EMBEDDED_MODEL = Path(__file__).parent / "pretrained" / "gss-mobilenetv2-camvid"
 OVERLAY_ALPHA = 0.5
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"
+)  # fmt: skip
+MODEL_FOLDER_FILES = "config.json, model.safetensors and preprocessor_config.json"
 
 
 class InputError(ValueError):
-    """An input path that cannot be segmented: missing, a directory, or not an image."""
+    """An input that cannot be used (a photo, the output folder or the model), with the reason in one sentence."""
 
 
-def read_photo(path: Path) -> PIL.Image.Image:
-    """Opens `path` as a photo, raising `InputError` with the reason when it cannot be one."""
+def read_photo(path: Path, index: int = 0) -> tuple[PIL.Image.Image, np.ndarray]:
+    """Opens `path` as a photo and returns it with its (height, width, 3) uint8 RGB version, converted as the image
+    processor converts it (so a 16-bit grey photo is scaled, not clipped); raises `InputError` with the reason when
+    it cannot be one."""
     if not path.exists():
         raise InputError(f"{path}: no such file.")
     if path.is_dir():
@@ -36,9 +61,135 @@ def read_photo(path: Path) -> PIL.Image.Image:
     try:
         with PIL.Image.open(path) as image:
             image.load()
-            return image.copy()
+            photo = image.copy()
     except (PIL.UnidentifiedImageError, OSError) as error:
         raise InputError(f"{path}: not an image PIL can read ({error}).") from error
+    try:
+        rgb = np.moveaxis(to_rgb_uint8(photo, index), 0, -1)
+    except (ValueError, TypeError) as error:
+        raise InputError(f"{path}: cannot be segmented ({error})") from error
+    return photo, rgb
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Raises `InputError` when `output_dir` is, or would be created under, a file, or is not writable."""
+    if output_dir.exists():
+        if not output_dir.is_dir():
+            raise InputError(f"--output-dir {output_dir}: is a file, not a folder.")
+        target = output_dir
+    else:
+        target = next(parent for parent in output_dir.absolute().parents if parent.exists())
+        if not target.is_dir():
+            raise InputError(f"--output-dir {output_dir}: cannot be created, because {target} is a file.")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise InputError(f"--output-dir {output_dir}: {target} is not writable.")
+
+
+def is_local_path(argument: str) -> bool:
+    """Whether `--model argument` names a local folder rather than a Hub id (see the module docstring)."""
+    return (
+        Path(argument).expanduser().exists()
+        or argument.startswith((".", "/", "~"))
+        or (os.altsep is not None and os.altsep in argument)
+        or (os.sep != "/" and os.sep in argument)
+        or HUB_ID.fullmatch(argument) is None
+    )
+
+
+def check_model_folder(folder: Path, argument: str) -> Path:
+    """Checks that `folder` (`--model argument`) holds a saved GSS model; returns its weights file. Raises
+    `InputError` otherwise."""
+    if not folder.exists():
+        raise InputError(f"--model {argument}: the folder does not exist.")
+    if not folder.is_dir():
+        raise InputError(f"--model {folder}: is a file; expected a GSS model folder ({MODEL_FOLDER_FILES}).")
+    names = sorted(path.name for path in folder.iterdir())
+    if not names:
+        raise InputError(f"--model {folder}: the folder is empty; expected a GSS model folder ({MODEL_FOLDER_FILES}).")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise InputError(f"--model {folder}: no config.json, so not a saved model; a GSS model folder holds "
+                         f"{MODEL_FOLDER_FILES}.")  # fmt: skip
+    try:
+        config = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{config_file}: not valid JSON ({error}).") from error
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type != "gss":
+        what = "has no model_type" if model_type is None else f"describes a {model_type!r} model"
+        raise InputError(f"--model {folder}: its config.json {what}; gss-segment expects a GSS model "
+                         "(model_type 'gss').")  # fmt: skip
+    weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    if not weights:
+        raise InputError(f"--model {folder}: no weights (model.safetensors) in the folder, which holds only "
+                         f"{', '.join(names)}.")  # fmt: skip
+    if not (folder / "preprocessor_config.json").is_file():
+        raise InputError(f"--model {folder}: no preprocessor_config.json, the image processor the model is "
+                         "meant to be used with.")  # fmt: skip
+    return weights[0]
+
+
+def first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def load_model(argument: str) -> tuple[GSSForSemanticSegmentation, object]:
+    """The GSS model and image processor named by `--model argument`; raises `InputError` with one sentence when
+    they cannot be loaded."""
+    if is_local_path(argument):
+        folder = Path(argument).expanduser()
+        weights = check_model_folder(folder, argument)
+        try:
+            model = AutoModelForSemanticSegmentation.from_pretrained(folder)
+        except SafetensorError as error:
+            raise InputError(f"{weights}: not a complete safetensors file ({error}); it may be truncated, save or "
+                             "download it again.") from error  # fmt: skip
+        except (OSError, RuntimeError, ValueError) as error:
+            raise InputError(f"--model {folder}: loading {weights.name} failed ({first_line(error)}).") from error
+        try:
+            processor = AutoImageProcessor.from_pretrained(folder)
+        except (OSError, ValueError, TypeError) as error:
+            problem = first_line(error)
+            raise InputError(f"{folder / 'preprocessor_config.json'}: cannot be loaded ({problem}).") from error
+        return model.eval(), processor
+
+    try:
+        config = AutoConfig.from_pretrained(argument)
+        if config.model_type != "gss":
+            raise InputError(f"--model {argument}: is a {config.model_type!r} model on the Hub; gss-segment expects a "
+                             "GSS model (model_type 'gss').")  # fmt: skip
+        model = AutoModelForSemanticSegmentation.from_pretrained(argument)
+        processor = AutoImageProcessor.from_pretrained(argument)
+    except InputError:
+        raise
+    except (OSError, ValueError, SafetensorError) as error:  # huggingface_hub's errors are OSErrors
+        offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+        if offline or huggingface_hub.constants.HF_HUB_OFFLINE:
+            reason = "offline mode is on (HF_HUB_OFFLINE=1) and it is not in the local cache"
+        else:
+            reason = first_line(error).rstrip(".")
+        message = (f"--model {argument}: no such local folder, and it could not be downloaded from the Hugging Face "
+                   f"Hub: {reason}; pass a local GSS model folder instead.")  # fmt: skip
+        raise InputError(message) from error
+    return model.eval(), processor
+
+
+@contextlib.contextmanager
+def quiet_loading(verbose: bool):
+    """Hides transformers' `Loading weights` progress bar and load reports unless `verbose`; restores the settings."""
+    if verbose:
+        yield
+        return
+    verbosity = transformers_logging.get_verbosity()
+    progress_bar = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if progress_bar:
+            transformers_logging.enable_progress_bar()
 
 
 def class_colors(model: GSSForSemanticSegmentation) -> np.ndarray:
@@ -47,10 +198,10 @@ def class_colors(model: GSSForSemanticSegmentation) -> np.ndarray:
     return np.asarray([*config.palette, config.ignore_color], dtype=np.uint8)
 
 
-def overlay(photo: PIL.Image.Image, labels: np.ndarray, colors: np.ndarray) -> PIL.Image.Image:
-    """The photo blended with the colour of each pixel's class."""
+def overlay(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray) -> PIL.Image.Image:
+    """The photo, as (height, width, 3) uint8 RGB, blended with the colour of each pixel's class."""
     painted = PIL.Image.fromarray(colors[labels])
-    return PIL.Image.blend(photo.convert("RGB"), painted, OVERLAY_ALPHA)
+    return PIL.Image.blend(PIL.Image.fromarray(rgb), painted, OVERLAY_ALPHA)
 
 
 @torch.no_grad()
@@ -58,8 +209,13 @@ def segment(
     model: GSSForSemanticSegmentation, processor, photo: PIL.Image.Image, sliding_window: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Returns the label map (height, width) int64 and the predicted maskige (height, width, 3) uint8, both at the
-    photo's size."""
-    inputs = processor(images=photo, return_tensors="pt")
+    photo's size.
+
+    Without `sliding_window` the processor resizes the photo (e.g. to a 360-pixel short edge for the embedded model)
+    and the model sees it whole; with it the photo keeps its own size and the model runs on overlapping crops of
+    `config.sliding_window_crop_size`, so large photos are segmented at native resolution.
+    """
+    inputs = processor(images=photo, return_tensors="pt", do_resize=not sliding_window)
     outputs = model(pixel_values=inputs["pixel_values"], sliding_window=sliding_window)
     size = (photo.height, photo.width)
     labels = processor.post_process_semantic_segmentation(outputs, target_sizes=[size])[0]
@@ -80,6 +236,18 @@ def class_areas(labels: np.ndarray, id2label: dict[int, str]) -> list[tuple[str,
     return sorted(present, key=lambda item: -item[1])
 
 
+def legend(labels: np.ndarray, id2label: dict[int, str], colors: np.ndarray) -> list[dict]:
+    """For each class present, largest first: its id (the label PNG's pixel value), name, overlay RGB colour and
+    fraction of the pixels."""
+    counts = np.bincount(labels.ravel(), minlength=len(id2label))
+    entries = [
+        {"id": index, "name": id2label[index], "color": colors[index].tolist(), "area_fraction": count / labels.size}
+        for index, count in enumerate(counts.tolist())
+        if count
+    ]
+    return sorted(entries, key=lambda entry: -entry["area_fraction"])
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="gss-segment", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -87,41 +255,58 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default=str(EMBEDDED_MODEL),
                         help="A GSS model folder or Hub id (default: the embedded CamVid model).")  # fmt: skip
     parser.add_argument("--output-dir", type=Path, default=Path("gss-segment-output"),
-                        help="Where <name>_overlay.png, <name>_maskige.png and <name>_labels.png go.")  # fmt: skip
-    parser.add_argument("--sliding-window", action="store_true", help="Overlapping crops instead of the whole image.")
+                        help="Where <name>_labels.png, _overlay.png, _maskige.png and _legend.json go "
+                             "(see above).")  # fmt: skip
+    parser.add_argument("--sliding-window", action="store_true",
+                        help="Segment the photo at its own size, on overlapping crops of the model's "
+                             "sliding_window_crop_size (768 pixels for the embedded model). Without it the processor "
+                             "first resizes the photo (a 360-pixel short edge for the embedded model) and the model "
+                             "sees it whole: faster, coarser on large photos.")  # fmt: skip
+    parser.add_argument("--verbose", action="store_true",
+                        help="Show transformers' progress bars and load reports while the model loads.")  # fmt: skip
     return parser.parse_args(argv)
+
+
+def error(message: str) -> int:
+    print(f"gss-segment: error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        photos = [read_photo(path) for path in args.images]
-    except InputError as error:
-        print(f"gss-segment: error: {error}", file=sys.stderr)
-        return 2
+        photos = [read_photo(path, index) for index, path in enumerate(args.images)]
+    except InputError as problem:
+        return error(str(problem))
     stems = [path.stem for path in args.images]
     if len(set(stems)) != len(stems):
-        print("gss-segment: error: two inputs share a file name; their outputs would overwrite each other.",
-              file=sys.stderr)  # fmt: skip
-        return 2
+        return error("two inputs share a file name; their outputs would overwrite each other.")
+    try:
+        check_output_dir(args.output_dir)
+        with quiet_loading(args.verbose):
+            model, processor = load_model(args.model)
+    except InputError as problem:
+        return error(str(problem))
+    try:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as problem:
+        return error(f"--output-dir {args.output_dir}: cannot be created ({problem.strerror or problem}).")
 
-    model = AutoModelForSemanticSegmentation.from_pretrained(args.model).eval()
-    if model.config.model_type != "gss":
-        print(f"gss-segment: error: {args.model} is a {model.config.model_type!r} model, not a GSS one.",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    processor = AutoImageProcessor.from_pretrained(args.model)
     colors = class_colors(model)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    for path, photo in zip(args.images, photos):
+    id2label = model.config.id2label
+    for path, (photo, rgb) in zip(args.images, photos):
         labels, maskige = segment(model, processor, photo, args.sliding_window)
         stem = args.output_dir / path.stem
-        overlay(photo, labels, colors).save(f"{stem}_overlay.png")
-        PIL.Image.fromarray(maskige).save(f"{stem}_maskige.png")
         label_image(labels).save(f"{stem}_labels.png")
-        print(f"{path} ({photo.width}x{photo.height}) -> {stem}_{{overlay,maskige,labels}}.png")
-        for name, percent in class_areas(labels, model.config.id2label):
-            print(f"  {name:<14} {percent:5.1f} %")
+        overlay(rgb, labels, colors).save(f"{stem}_overlay.png")
+        PIL.Image.fromarray(maskige).save(f"{stem}_maskige.png")
+        classes = legend(labels, id2label, colors)
+        description = {"photo": str(path), "labels": f"{path.stem}_labels.png", "overlay_alpha": OVERLAY_ALPHA,
+                       "classes": classes}  # fmt: skip
+        Path(f"{stem}_legend.json").write_text(json.dumps(description, indent=2) + "\n")
+        print(f"{path} ({photo.width}x{photo.height}) -> {stem}_{{labels,overlay,maskige}}.png, {stem}_legend.json")
+        for entry in classes:
+            print(f"  {entry['name']:<14} {100.0 * entry['area_fraction']:5.1f} %")
     return 0
 
 
