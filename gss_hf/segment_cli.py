@@ -35,6 +35,7 @@ from transformers.utils import logging as transformers_logging
 
 from .image_processing_gss import to_rgb_uint8
 from .modeling_gss import GSSForSemanticSegmentation
+from .output_paths import check_output_dir
 
 
 EMBEDDED_MODEL = Path(__file__).parent / "pretrained" / "gss-mobilenetv2-camvid"
@@ -69,20 +70,6 @@ def read_photo(path: Path, index: int = 0) -> tuple[PIL.Image.Image, np.ndarray]
     except (ValueError, TypeError) as error:
         raise InputError(f"{path}: cannot be segmented ({error})") from error
     return photo, rgb
-
-
-def check_output_dir(output_dir: Path) -> None:
-    """Raises `InputError` when `output_dir` is, or would be created under, a file, or is not writable."""
-    if output_dir.exists():
-        if not output_dir.is_dir():
-            raise InputError(f"--output-dir {output_dir}: is a file, not a folder.")
-        target = output_dir
-    else:
-        target = next(parent for parent in output_dir.absolute().parents if parent.exists())
-        if not target.is_dir():
-            raise InputError(f"--output-dir {output_dir}: cannot be created, because {target} is a file.")
-    if not os.access(target, os.W_OK | os.X_OK):
-        raise InputError(f"--output-dir {output_dir}: {target} is not writable.")
 
 
 def is_local_path(argument: str) -> bool:
@@ -229,13 +216,6 @@ def label_image(labels: np.ndarray) -> PIL.Image.Image:
     return PIL.Image.fromarray(labels.astype(np.uint8 if labels.max() < 256 else np.uint16))
 
 
-def class_areas(labels: np.ndarray, id2label: dict[int, str]) -> list[tuple[str, float]]:
-    """(class name, % of the pixels) for every class present, largest first."""
-    counts = np.bincount(labels.ravel(), minlength=len(id2label))
-    present = [(id2label[index], 100.0 * count / labels.size) for index, count in enumerate(counts) if count]
-    return sorted(present, key=lambda item: -item[1])
-
-
 def legend(labels: np.ndarray, id2label: dict[int, str], colors: np.ndarray) -> list[dict]:
     """For each class present, largest first: its id (the label PNG's pixel value), name, overlay RGB colour and
     fraction of the pixels."""
@@ -282,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(stems)) != len(stems):
         return error("two inputs share a file name; their outputs would overwrite each other.")
     try:
-        check_output_dir(args.output_dir)
+        check_output_dir(args.output_dir, "--output-dir")
+    except ValueError as problem:
+        return error(str(problem))
+    try:
         with quiet_loading(args.verbose):
             model, processor = load_model(args.model)
     except InputError as problem:

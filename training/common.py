@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_polynomial_decay_schedule_with_warmup
 
 from gss_hf import GSS_PRESETS, GSSConfig, GSSImageProcessor
+from gss_hf.output_paths import check_output_dir
 from training.data import (
     EpochSampler,
     SegmentationAugmentation,
@@ -88,18 +89,7 @@ def check_training_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--checkpointing_steps must be at least 1, got {args.checkpointing_steps}.")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (for example 'your-name/gss-camvid').")
-    check_output_dir(Path(args.output_dir))
-
-
-def check_output_dir(output_dir: Path) -> None:
-    """Refuses, before the first step, an output folder that could not be written at the end of the run: a file, a
-    path under a file, or under a folder this process may not write."""
-    existing = next(path for path in (output_dir, *output_dir.absolute().parents) if path.exists())
-    if not existing.is_dir():
-        where = "is a file" if existing == output_dir else f"is under the file {existing}"
-        raise ValueError(f"--output_dir {output_dir} {where}: choose a folder.")
-    if not os.access(existing, os.W_OK):
-        raise ValueError(f"--output_dir {output_dir}: {existing} is not writable.")
+    check_output_dir(Path(args.output_dir), "--output_dir")
 
 
 def launched_on_cpu_only() -> bool:
