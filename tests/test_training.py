@@ -324,7 +324,7 @@ def test_an_output_dir_that_is_a_file_is_refused_before_training(tiny_data, tiny
     for output_dir, says in ((target, ": is a file"), (target / "model", ": cannot be created, because")):
         result = run_script("train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, output_dir),
                             check=False)  # fmt: skip
-        assert result.returncode != 0 and f"--output_dir {output_dir} {says}" in result.stderr
+        assert result.returncode != 0 and f"--output_dir {output_dir}{says}" in result.stderr
         assert "it/s" not in result.stderr, "refused before the first step"
 
 
