@@ -39,6 +39,11 @@ HIGH_BIT_DEPTH_PIL_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 UINT16_MAX = 65535
 # round(x / 257) maps 0..65535 onto 0..255 and inverts the usual 8-to-16-bit widening x * 257 exactly.
 UINT16_TO_UINT8_DIVISOR = 257
+# Resized photos above this many pixels are refused: a very thin photo resized to a short edge (2000x1 to 360
+# pixels high) would become a 720000x360 image that no model run fits in memory. 4096x4096 passes.
+MAX_PROCESSED_PIXELS = 4096 * 4096
+# The default resize bounds the long edge too, so such photos are shrunk instead.
+DEFAULT_LONGEST_EDGE = 2048
 # Grey, RGB and RGBA.
 VALID_CHANNEL_COUNTS = (1, 3, 4)
 
@@ -67,8 +72,8 @@ class GSSImageProcessor(PilBackend):
     Prepares photos and optional segmentation maps for [`GSSForSemanticSegmentation`] and turns its class scores back
     into label maps.
 
-    Photos are resized (by default so that the shortest edge is 512 pixels, keeping the aspect ratio), rescaled to
-    0..1 and normalised with the ImageNet mean and standard deviation, giving float32 `pixel_values` of shape
+    Photos are resized (by default so that the shortest edge is 512 pixels and the longest at most 2048, keeping the
+    aspect ratio), rescaled to 0..1 and normalised with the ImageNet mean and standard deviation, giving float32 `pixel_values` of shape
     `(batch, 3, height, width)`. Segmentation maps are resized with nearest-neighbour sampling to exactly the size of
     their processed photo, and are never rescaled or normalised: they come back as int64 `labels` of shape
     `(batch, height, width)`. The processor never crops or pads, so that every label stays on its pixel; random crops
@@ -106,8 +111,10 @@ class GSSImageProcessor(PilBackend):
         read label files by, so a saved processor converts label maps exactly as the model's scores were measured.
         **kwargs:
             The usual image processor settings (`do_resize`, `size`, `resample`, `do_rescale`, `rescale_factor`,
-            `do_normalize`, `image_mean`, `image_std`). `size` is `{"shortest_edge": n}` to keep the aspect ratio or
-            `{"height": h, "width": w}` for a fixed size.
+            `do_normalize`, `image_mean`, `image_std`). `size` is `{"shortest_edge": n}` (optionally with
+            `"longest_edge"`, which wins) to keep the aspect ratio, or `{"height": h, "width": w}` for a fixed size;
+            the default is a 512-pixel short edge and at most 2048 pixels on the long one. A photo that would be
+            processed at more than 4096x4096 pixels is refused with a message.
     """
 
     valid_kwargs = GSSImageProcessorKwargs
@@ -116,7 +123,7 @@ class GSSImageProcessor(PilBackend):
     resample = PILImageResampling.BILINEAR
     image_mean = IMAGENET_DEFAULT_MEAN
     image_std = IMAGENET_DEFAULT_STD
-    size = {"shortest_edge": 512}
+    size = {"shortest_edge": 512, "longest_edge": DEFAULT_LONGEST_EDGE}
     default_to_square = False
     do_resize = True
     do_rescale = True
@@ -202,7 +209,11 @@ class GSSImageProcessor(PilBackend):
                         f"Segmentation map {index} has size (height, width) = {segmentation_map.shape} but its "
                         f"image has size {image.shape[1:]}; a label map must cover its image pixel for pixel."
                     )
-                labels.append(resize_labels(label_spec.apply(segmentation_map), processed_image.shape[1:]))
+                try:
+                    segmentation_map = label_spec.apply(segmentation_map)
+                except ValueError as error:
+                    raise ValueError(f"Segmentation map {index}: {error}") from error
+                labels.append(resize_labels(segmentation_map, processed_image.shape[1:]))
             data["labels"] = labels
 
         return BatchFeature(data=data, tensor_type=return_tensors)
@@ -222,9 +233,16 @@ class GSSImageProcessor(PilBackend):
     ) -> list[np.ndarray]:
         """Resizes, rescales and normalises channel-first uint8 RGB photos into float32 arrays."""
         processed_images = []
-        for image in images:
+        for index, image in enumerate(images):
             if do_resize:
                 image = self.resize(image, size, resample)
+            if image.shape[1] * image.shape[2] > MAX_PROCESSED_PIXELS:
+                raise ValueError(
+                    f"Image {index} would be processed at {image.shape[2]}x{image.shape[1]} pixels (width x height), "
+                    f"more than {MAX_PROCESSED_PIXELS} ({int(MAX_PROCESSED_PIXELS ** 0.5)}x"
+                    f"{int(MAX_PROCESSED_PIXELS ** 0.5)}): bound the long edge (`size={{'shortest_edge': ..., "
+                    "'longest_edge': ...}`) or crop the photo first."
+                )
             if do_rescale:
                 image = self.rescale(image, rescale_factor)
             if do_normalize:
@@ -353,18 +371,14 @@ def channel_axis(array: np.ndarray, index: int, input_data_format: str | Channel
 
 
 def to_label_map(segmentation_map: PIL.Image.Image | np.ndarray | torch.Tensor, index: int) -> np.ndarray:
-    """Checks that one segmentation map is a 2-D map of non-negative integer class ids and returns it as int64."""
+    """Checks that one segmentation map is a 2-D map of integer class ids and returns it as int64 (its values are
+    checked by the `LabelSpec` that converts it)."""
     array = as_numpy(segmentation_map, f"Segmentation map {index}")
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
         raise ValueError(
             f"Segmentation map {index} has shape {array.shape} and dtype {array.dtype}, but segmentation maps must "
             "be 2-D maps of integer class ids. A colour-coded label image (one RGB colour per class) must be "
             "converted to class ids first, e.g. with the dataset's palette."
-        )
-    if array.size and array.min() < 0:
-        raise ValueError(
-            f"Segmentation map {index} contains the negative label {array.min()}; class ids must be >= 0 "
-            "(unlabelled pixels use the ignore index)."
         )
     return array.astype(np.int64)
 

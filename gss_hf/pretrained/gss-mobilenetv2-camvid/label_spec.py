@@ -53,7 +53,10 @@ class LabelSpec:
         """(height, width) non-negative integer label-file values -> int64 class ids or `ignore_index`."""
         labels = np.asarray(labels).astype(np.int64)
         if labels.size and labels.min() < 0:
-            raise ValueError(f"Label maps hold non-negative values; this one holds {labels.min()}.")
+            raise ValueError(
+                f"it contains the negative label {labels.min()}; class ids must be >= 0 (unlabelled pixels use the "
+                "ignore index)."
+            )
         unlabelled = labels == self.ignore_index
         if self.id_map is not None:
             lookup = np.full(max(labels.max(initial=0), max(self.id_map)) + 1, self.ignore_index, dtype=np.int64)

@@ -9,6 +9,7 @@ trains only `model.inverse`, on the maskiges the frozen model predicts); the mod
 loss never trains.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -122,24 +123,35 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
     def from_pretrained(cls, *args, strict: bool = True, **kwargs):
         """transformers' `from_pretrained`, but a checkpoint must hold exactly this model's weights.
 
-        A missing key would leave a module randomly initialised (or, for the tokenizer, uninitialised) and an
-        unexpected key means the checkpoint belongs to another architecture: either silently gives a model that
-        scores near zero, as happened with the official code. Both raise here; `strict=False` downgrades them to a
-        loud warning, except for a missing tokenizer.
+        A missing key would leave a module randomly initialised (or, for the tokenizer, uninitialised), a key of
+        another shape (loaded with `ignore_mismatched_sizes=True`, which transformers' own error message suggests)
+        is re-initialised at random, and an unexpected key means the checkpoint belongs to another architecture:
+        each silently gives a model that scores near zero, as happened with the official code. All raise here;
+        `strict=False` downgrades them to a loud warning (to start from a checkpoint whose heads differ), except
+        for the tokenizer, which is never re-initialised: a GSS model cannot train its own.
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
         model, loading_info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = sorted(loading_info["missing_keys"])
+        mismatched = sorted(key for key, *_ in loading_info.get("mismatched_keys", []))
         problems = []
-        if loading_info["missing_keys"]:
-            problems.append(f"missing keys (left untrained): {sorted(loading_info['missing_keys'])}")
+        if missing:
+            problems.append(f"missing keys (left untrained): {missing}")
+        if mismatched:
+            shapes = {key: (tuple(saved), tuple(built)) for key, saved, built in loading_info["mismatched_keys"]}
+            shapes = dict(sorted(shapes.items()))
+            problems.append(f"keys of another size (checkpoint, model), re-initialised: {shapes}")
         if loading_info["unexpected_keys"]:
             problems.append(f"unexpected keys (ignored): {sorted(loading_info['unexpected_keys'])}")
         if problems:
             message = (
                 f"The checkpoint does not match {cls.__name__} as configured: " + "; ".join(problems) + "."
             )
-            if any(key.startswith("tokenizer.") for key in loading_info["missing_keys"]):
-                raise ValueError(message + " A GSS checkpoint must contain its tokenizer (see `load_tokenizer`).")
+            if any(key.startswith("tokenizer.") for key in missing + mismatched):
+                raise ValueError(
+                    message + " A GSS checkpoint must contain its tokenizer, with the config's settings (see "
+                    "`load_tokenizer`)."
+                )
             if strict:
                 raise ValueError(message + " Pass `strict=False` to load it anyway.")
             logger.warning(message)
@@ -275,7 +287,8 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         """
         config = self.config
         if not config.fill_unlabelled_with_auxiliary:
-            return self.tokenizer.encode(paint_maskige(labels, config.palette, config.ignore_color, config.ignore_index))
+            painted = paint_maskige(labels, config.palette, config.ignore_color, config.ignore_index)
+            return self.tokenizer.encode(painted)
         filled, fully_unlabelled = fill_unlabelled_pixels(labels, fill, config.token_stride, config.ignore_index)
         maskige = paint_maskige(filled, config.palette, config.ignore_color, config.ignore_index)
         return self.tokenizer.encode(maskige).masked_fill(fully_unlabelled, TOKEN_IGNORE_INDEX)
@@ -385,7 +398,13 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
             )
         if pixel_values.shape[0] == 0:
             raise ValueError("`pixel_values` is an empty batch.")
-        if pixel_values.abs().amax() > NORMALISED_PIXEL_LIMIT:
+        largest = float(pixel_values.abs().amax())  # the one host synchronisation of the checks
+        if not math.isfinite(largest):
+            raise ValueError(
+                "`pixel_values` holds NaN or infinite values: the photos were not preprocessed correctly (see "
+                "GSSImageProcessor); a prediction from them would be meaningless."
+            )
+        if largest > NORMALISED_PIXEL_LIMIT:
             logger.warning_once(
                 f"`pixel_values` holds values beyond +-{NORMALISED_PIXEL_LIMIT:g}: the photos look un-normalised "
                 "(for example 0..255); preprocess them with GSSImageProcessor."
