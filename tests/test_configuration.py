@@ -292,7 +292,9 @@ def test_a_saved_config_loads_equal_to_the_original(name, tmp_path):
     assert loaded.to_dict()["tokenizer_type"] == "vqmodel"
 
 
-def test_the_embedded_model_s_config_loads_without_a_tokenizer_type():
-    assert "tokenizer_type" not in json.loads((EMBEDDED_MODEL / "config.json").read_text())
-    config = GSSConfig.from_pretrained(EMBEDDED_MODEL)
+def test_a_config_saved_before_tokenizer_type_existed_loads_as_vqmodel(tmp_path):
+    saved = json.loads((EMBEDDED_MODEL / "config.json").read_text())
+    del saved["tokenizer_type"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = GSSConfig.from_pretrained(tmp_path)
     assert config.tokenizer_type == "vqmodel" and config.num_labels == 11
