@@ -131,36 +131,28 @@ def test_prior_saves_a_complete_model_whose_scores_the_evaluation_script_reprodu
     assert "mean_iou" in result.stdout
 
 
-def test_a_saved_stage_ii_folder_reproduces_its_scores_through_its_own_processor(
-    tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path
-):
+def test_a_saved_stage_ii_folder_reproduces_its_scores_through_its_own_processor(tiny_data, tiny_tokenizer, tmp_path):
     """Trained on crops smaller than the photos, the run must still save the processor its evaluation used (one that
-    keeps photos at their size), so that scoring the folder the way users run it gives its eval_results.json."""
+    keeps photos at their size, with the data's void value and the config's ignore index, here 250, which the
+    training data must follow too), so that scoring the folder the way users run it gives its eval_results.json."""
     from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-    arguments = prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path, steps=2)
+    config_dir = tmp_path / "config"
+    tiny_gss_config(ignore_index=250).save_pretrained(config_dir)
+    output = tmp_path / "out"
+    arguments = prior_arguments(tiny_data, config_dir, tiny_tokenizer, output, steps=2)
     run_script("train_prior.py", *arguments, "--crop_size", "16", "24", "--per_device_eval_batch_size", "1")
-    model = AutoModelForSemanticSegmentation.from_pretrained(tmp_path)
-    processor = AutoImageProcessor.from_pretrained(tmp_path)
-    assert processor.label_spec == LabelSpec(ignore_index=255, void_value=VOID)
+    model = AutoModelForSemanticSegmentation.from_pretrained(output)
+    processor = AutoImageProcessor.from_pretrained(output)
+    assert model.config.ignore_index == 250
+    assert processor.label_spec == LabelSpec(ignore_index=250, void_value=VOID)
     names = sorted(path.name for path in (tiny_data / "val").iterdir())
     photos, label_maps = read_segnet_photos_and_labels(tiny_data, "val", names, processor.label_spec)
     assert processor(images=photos[0], return_tensors="pt")["pixel_values"].shape[-2:] == TINY_SIZE
     scores = evaluate_photos(model, processor, photos, label_maps)
-    saved = json.loads((tmp_path / "eval_results.json").read_text())
+    saved = json.loads((output / "eval_results.json").read_text())
     assert scores["mean_iou"] == pytest.approx(saved["mean_iou"], abs=1e-9)
     assert scores["per_category_iou"] == pytest.approx(saved["per_category_iou"], abs=1e-9, nan_ok=True)
-
-
-def test_a_model_with_ignore_index_250_trains_and_evaluates(tiny_data, tiny_tokenizer, tmp_path):
-    config_dir = tmp_path / "config"
-    tiny_gss_config(ignore_index=250).save_pretrained(config_dir)
-    run_script("train_prior.py", *prior_arguments(tiny_data, config_dir, tiny_tokenizer, tmp_path / "out", steps=2))
-    assert GSSForSemanticSegmentation.from_pretrained(tmp_path / "out").config.ignore_index == 250
-    processor = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
-    assert (processor["ignore_index"], processor["void_value"]) == (250, VOID)
-    scores = json.loads((tmp_path / "out" / "eval_results.json").read_text())
-    assert 0.0 <= scores["mean_iou"] <= 1.0
 
 
 def test_inverse_trains_only_the_learned_inverse_and_saves_the_merged_model(tiny_prior, tiny_data, tmp_path):
