@@ -39,8 +39,8 @@ HIGH_BIT_DEPTH_PIL_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 UINT16_MAX = 65535
 # round(x / 257) maps 0..65535 onto 0..255 and inverts the usual 8-to-16-bit widening x * 257 exactly.
 UINT16_TO_UINT8_DIVISOR = 257
-# Resized photos above this many pixels are refused: a very thin photo resized to a short edge (2000x1 to 360
-# pixels high) would become a 720000x360 image that no model run fits in memory. 4096x4096 passes.
+# A short-edge resize without a long-edge bound that would give more pixels than this is refused: a very thin photo
+# (2000x1 resized to 360 pixels high) would become a 720000x360 image that no model run fits in memory.
 MAX_PROCESSED_PIXELS = 4096 * 4096
 # The default resize bounds the long edge too, so such photos are shrunk instead.
 DEFAULT_LONGEST_EDGE = 2048
@@ -113,8 +113,8 @@ class GSSImageProcessor(PilBackend):
             The usual image processor settings (`do_resize`, `size`, `resample`, `do_rescale`, `rescale_factor`,
             `do_normalize`, `image_mean`, `image_std`). `size` is `{"shortest_edge": n}` (optionally with
             `"longest_edge"`, which wins) to keep the aspect ratio, or `{"height": h, "width": w}` for a fixed size;
-            the default is a 512-pixel short edge and at most 2048 pixels on the long one. A photo that would be
-            processed at more than 4096x4096 pixels is refused with a message.
+            the default is a 512-pixel short edge and at most 2048 pixels on the long one. With a short edge and no
+            long-edge bound, a photo that would be processed at more than 4096x4096 pixels is refused with a message.
     """
 
     valid_kwargs = GSSImageProcessorKwargs
@@ -235,14 +235,8 @@ class GSSImageProcessor(PilBackend):
         processed_images = []
         for index, image in enumerate(images):
             if do_resize:
+                check_short_edge_resize(image.shape[1:], size, index)
                 image = self.resize(image, size, resample)
-            if image.shape[1] * image.shape[2] > MAX_PROCESSED_PIXELS:
-                raise ValueError(
-                    f"Image {index} would be processed at {image.shape[2]}x{image.shape[1]} pixels (width x height), "
-                    f"more than {MAX_PROCESSED_PIXELS} ({int(MAX_PROCESSED_PIXELS ** 0.5)}x"
-                    f"{int(MAX_PROCESSED_PIXELS ** 0.5)}): bound the long edge (`size={{'shortest_edge': ..., "
-                    "'longest_edge': ...}`) or crop the photo first."
-                )
             if do_rescale:
                 image = self.rescale(image, rescale_factor)
             if do_normalize:
@@ -282,6 +276,22 @@ class GSSImageProcessor(PilBackend):
             F.interpolate(scores[None], size=tuple(target_size), mode="bilinear", align_corners=False)[0].argmax(0)
             for scores, target_size in zip(logits, target_sizes)
         ]
+
+
+def check_short_edge_resize(shape: tuple[int, int], size: SizeDict, index: int) -> None:
+    """Refuses, before resizing, a photo that a short-edge resize without a long-edge bound would blow up beyond
+    MAX_PROCESSED_PIXELS (the other sizes are bounded by the numbers they give)."""
+    if not size.shortest_edge or size.longest_edge:
+        return
+    height, width = shape
+    scale = size.shortest_edge / min(height, width)
+    if height * width * scale**2 > MAX_PROCESSED_PIXELS:
+        side = int(MAX_PROCESSED_PIXELS**0.5)
+        raise ValueError(
+            f"Image {index} would be processed at about {round(width * scale)}x{round(height * scale)} pixels "
+            f"(width x height), more than {side}x{side}: bound the long edge (`size={{'shortest_edge': ..., "
+            "'longest_edge': ...}`) or crop the photo first."
+        )
 
 
 def split_batch(inputs: ImageInput, single_ndim: int, name: str) -> list:
