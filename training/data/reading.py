@@ -22,14 +22,18 @@ def describe_entry(entry: dict, name: str) -> str:
     return entry.get("path") or name
 
 
-def open_entry(entry: dict, name: str, kind: str) -> PIL.Image.Image:
-    """A fully loaded PIL image from a `datasets.Image(decode=False)` value: its bytes if present, else its path."""
+def open_entry(entry: dict, name: str, kind: str, decode: bool = True) -> PIL.Image.Image:
+    """A PIL image from a `datasets.Image(decode=False)` value (its bytes if present, else its path): fully loaded,
+    or with `decode=False` only checked for integrity (`verify`, no pixel decoding; only its size is then usable)."""
     data, path = entry.get("bytes"), entry.get("path")
     if data is None and path is None:
         raise ValueError(f"The {kind} {name} has neither bytes nor a file path.")
     try:
         image = PIL.Image.open(io.BytesIO(data) if data is not None else path)
-        image.load()
+        if decode:
+            image.load()
+        else:
+            image.verify()
     except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
         raise ValueError(f"Cannot read the {kind} {describe_entry(entry, name)}: {error}") from error
     return image
@@ -103,11 +107,7 @@ def read_example(
     if not with_image:
         return None, labels
     image = read_image(example["image"], name)
-    if image.shape[:2] != labels.shape:
-        raise ValueError(
-            f"The photo {describe_entry(example['image'], name)} is {image.shape[1]}x{image.shape[0]} but its label "
-            f"map {label_where} is {labels.shape[1]}x{labels.shape[0]} (width x height): they must be the same size."
-        )
+    check_same_size(image.shape[:2], labels.shape, describe_entry(example["image"], name), label_where)
     return image, labels
 
 
@@ -119,27 +119,18 @@ def check_split_files(
     it, possibly an hour in. Label maps are decoded, photos are only verified (no pixel decoding), so a pass over
     CamVid's 468 files takes seconds."""
     for index in tqdm(range(len(split)), desc=f"Checking {description}", unit="file", leave=False):
-        example = split[index]
-        name = f"of example {index}"
-        labels = read_label_map(example["label"], label_spec, name=name)
-        if num_labels is not None:
-            label_spec.check(labels, num_labels, describe_entry(example["label"], name))
+        _, labels = read_example(split, index, label_spec, num_labels, with_image=False)
         if with_images:
-            verify_photo(example["image"], name, labels.shape)
+            example, name = split[index], f"of example {index}"
+            photo = open_entry(example["image"], name, "photo", decode=False)
+            where = (describe_entry(example["image"], name), describe_entry(example["label"], name))
+            check_same_size(photo.size[::-1], labels.shape, *where)
 
 
-def verify_photo(entry: dict, name: str, label_shape: tuple[int, int]) -> None:
-    """Raises `ValueError` naming the photo unless its file is intact and of the label map's size."""
-    data, path = entry.get("bytes"), entry.get("path")
-    where = describe_entry(entry, name)
-    try:
-        with PIL.Image.open(io.BytesIO(data) if data is not None else path) as image:
-            size = image.size
-            image.verify()
-    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
-        raise ValueError(f"Cannot read the photo {where}: {error}") from error
-    if size[::-1] != tuple(label_shape):
+def check_same_size(photo_shape: tuple[int, int], label_shape: tuple[int, int], photo: str, label_map: str) -> None:
+    """Raises `ValueError` naming both files unless the photo and its label map have the same (height, width)."""
+    if tuple(photo_shape) != tuple(label_shape):
         raise ValueError(
-            f"The photo {where} is {size[0]}x{size[1]} but its label map is {label_shape[1]}x{label_shape[0]} "
-            "(width x height): they must be the same size."
+            f"The photo {photo} is {photo_shape[1]}x{photo_shape[0]} but its label map {label_map} is "
+            f"{label_shape[1]}x{label_shape[0]} (width x height): they must be the same size."
         )

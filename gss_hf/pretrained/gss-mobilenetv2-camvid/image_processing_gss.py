@@ -73,11 +73,11 @@ class GSSImageProcessor(PilBackend):
     into label maps.
 
     Photos are resized (by default so that the shortest edge is 512 pixels and the longest at most 2048, keeping the
-    aspect ratio), rescaled to 0..1 and normalised with the ImageNet mean and standard deviation, giving float32 `pixel_values` of shape
-    `(batch, 3, height, width)`. Segmentation maps are resized with nearest-neighbour sampling to exactly the size of
-    their processed photo, and are never rescaled or normalised: they come back as int64 `labels` of shape
-    `(batch, height, width)`. The processor never crops or pads, so that every label stays on its pixel; random crops
-    for training belong in the data pipeline.
+    aspect ratio), rescaled to 0..1 and normalised with the ImageNet mean and standard deviation, giving float32
+    `pixel_values` of shape `(batch, 3, height, width)`. Segmentation maps are resized with nearest-neighbour
+    sampling to exactly the size of their processed photo, and are never rescaled or normalised: they come back as
+    int64 `labels` of shape `(batch, height, width)`. The processor never crops or pads, so that every label stays
+    on its pixel; random crops for training belong in the data pipeline.
 
     Accepted photos are PIL images, or NumPy arrays and torch tensors of shape `(height, width)`,
     `(height, width, channels)` or `(channels, height, width)`, and batches of them (a list, or one array with a

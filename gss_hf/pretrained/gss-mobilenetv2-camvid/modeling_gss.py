@@ -133,21 +133,21 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         output_loading_info = kwargs.pop("output_loading_info", False)
         model, loading_info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         missing = sorted(loading_info["missing_keys"])
-        mismatched = sorted(key for key, *_ in loading_info.get("mismatched_keys", []))
+        mismatched = {
+            key: (tuple(saved), tuple(built)) for key, saved, built in sorted(loading_info.get("mismatched_keys", []))
+        }
         problems = []
         if missing:
             problems.append(f"missing keys (left untrained): {missing}")
         if mismatched:
-            shapes = {key: (tuple(saved), tuple(built)) for key, saved, built in loading_info["mismatched_keys"]}
-            shapes = dict(sorted(shapes.items()))
-            problems.append(f"keys of another size (checkpoint, model), re-initialised: {shapes}")
+            problems.append(f"keys of another size (checkpoint, model), re-initialised: {mismatched}")
         if loading_info["unexpected_keys"]:
             problems.append(f"unexpected keys (ignored): {sorted(loading_info['unexpected_keys'])}")
         if problems:
             message = (
                 f"The checkpoint does not match {cls.__name__} as configured: " + "; ".join(problems) + "."
             )
-            if any(key.startswith("tokenizer.") for key in missing + mismatched):
+            if any(key.startswith("tokenizer.") for key in [*missing, *mismatched]):
                 raise ValueError(
                     message + " A GSS checkpoint must contain its tokenizer, with the config's settings (see "
                     "`load_tokenizer`)."
