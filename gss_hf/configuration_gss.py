@@ -29,8 +29,10 @@ InverseType = Literal["nearest", "least_squares", "learned"]
 PriorHeadType = Literal["mla", "plain"]
 INVERSE_TYPES = get_args(InverseType)
 PRIOR_HEAD_TYPES = get_args(PriorHeadType)
-# The tokenizer whose `tokenizer_config` this config knows how to fill in and check.
+# The tokenizers whose `tokenizer_config` this config knows how to fill in and check: the diffusers `VQModel`
+# trained here, and OpenAI's DALL-E dVAE (the paper's frozen posterior).
 VQMODEL_TOKENIZER = "vqmodel"
+DALLE_TOKENIZER = "dalle"
 
 # Backbones without a transformers `Backbone` class give their multi-level features through `hidden_states`;
 # these are the hidden states at strides 4, 8, 16 and 32.
@@ -65,6 +67,32 @@ def default_tokenizer_config(
         "num_vq_embeddings": codebook_size,
         "mid_block_add_attention": False,
     }
+
+
+def default_dalle_tokenizer_config(**overrides) -> dict:
+    """The hyperparameters of OpenAI's released DALL-E dVAE (the `dall-e` 0.1 package's), any of them overridden.
+
+    `group_count` groups of `n_blk_per_group` residual blocks, each group but the last halving (encoder) or doubling
+    (decoder) the resolution: a 2 ** (group_count - 1) = 8x grid of `vocab_size` codes. The decoder starts from
+    `n_init` channels and outputs 2 x `output_channels` maps, of which the first `output_channels` are the colours.
+    `decode_tile_size` (token rows and columns per tile, 0 for none) bounds the decoder's memory; tiles overlap by
+    its receptive field, so the result equals whole-image decoding.
+    """
+    settings = {
+        "group_count": 4,
+        "n_hid": 256,
+        "n_blk_per_group": 2,
+        "vocab_size": 8192,
+        "n_init": 128,
+        "input_channels": 3,
+        "output_channels": 3,
+        "decode_tile_size": 32,
+    }
+    unknown = sorted(set(overrides) - set(settings))
+    if unknown:
+        raise ValueError(f"Unknown DALL-E dVAE settings {unknown}; the settings are {sorted(settings)}.")
+    settings.update(overrides)
+    return settings
 
 
 # Single-field rules. `@strict` runs a field's type check, then these, whenever the field is set (at creation and
@@ -151,13 +179,20 @@ class GSSConfig(PreTrainedConfig):
             Number of tokenizer codes V.
         token_stride (`int`, *optional*, defaults to 4):
             Down-sampling factor from image to token grid (the paper's tokens are at 1/4).
+        maskige_upsampling (`int`, *optional*, defaults to 1):
+            Factor by which label maps are up-sampled before they are painted and tokenised, so that the tokenizer
+            down-samples `token_stride * maskige_upsampling`. 1 is gss_hf's own route (a tokenizer that
+            down-samples 4x directly); 2 is the official route to the 1/4 grid with DALL-E's 8x dVAE: labels
+            up-sampled 2x for training targets, and at inference a maskige at 2x the photo whose class map is
+            resized back.
         tokenizer_type (`str`, *optional*, defaults to `"vqmodel"`):
-            Which tokenizer (latent posterior) the model builds, through `gss_hf`'s tokenizer registry; `"vqmodel"`
-            is the diffusers `VQModel` trained here. Any non-empty name is accepted here: the registry, not the
-            config, knows which names exist.
+            Which tokenizer (latent posterior) the model builds, through `gss_hf`'s tokenizer registry: `"vqmodel"`
+            is the diffusers `VQModel` trained here, `"dalle"` OpenAI's DALL-E dVAE. Any non-empty name is
+            accepted here: the registry, not the config, knows which names exist.
         tokenizer_config (`dict`, *optional*):
             Keyword arguments of the tokenizer. For `"vqmodel"`: those of the diffusers `VQModel`, checked against
-            `codebook_size` and `token_stride`, and defaulting to `default_tokenizer_config`.
+            `codebook_size` and `token_stride`, and defaulting to `default_tokenizer_config`. For `"dalle"`: the
+            dVAE's hyperparameters, defaulting to `default_dalle_tokenizer_config()` (the released weights').
         prior_head_type (`Literal["mla", "plain"]`, *optional*, defaults to `"mla"`):
             `"mla"`: the prior head aggregates every backbone level (the paper's multi-level aggregation).
             `"plain"`: it reads the deepest level only, the rest of the head unchanged (the paper's "+ MLA" ablation).
@@ -238,6 +273,7 @@ class GSSConfig(PreTrainedConfig):
     ignore_index: int = IGNORE_INDEX
     codebook_size: int = positive_int(default=8192)
     token_stride: int = power_of_two(default=4)
+    maskige_upsampling: int = power_of_two(default=1)
     tokenizer_type: str = non_empty_name(default=VQMODEL_TOKENIZER)
     tokenizer_config: dict | None = None
     prior_head_type: PriorHeadType = "mla"
@@ -272,7 +308,14 @@ class GSSConfig(PreTrainedConfig):
         if self.backbone_hidden_state_indices is None:
             self.backbone_hidden_state_indices = DEFAULT_HIDDEN_STATE_LEVELS.get(self.backbone_config.model_type)
         if self.tokenizer_config is None and self.tokenizer_type == VQMODEL_TOKENIZER:
-            self.tokenizer_config = default_tokenizer_config(self.codebook_size, self.token_stride)
+            self.tokenizer_config = default_tokenizer_config(
+                self.codebook_size, self.token_stride * self.maskige_upsampling
+            )
+        elif self.tokenizer_type == DALLE_TOKENIZER and isinstance(self.tokenizer_config, (dict, type(None))):
+            # Settings not given are the released weights' (an unknown one is refused here, by name).
+            self.tokenizer_config = default_dalle_tokenizer_config(
+                **{"vocab_size": self.codebook_size, **(self.tokenizer_config or {})}
+            )
         # `@strict` runs `validate()` (every `validate_*` method) once this returns.
 
     def _resolve_palette(self) -> None:
@@ -333,26 +376,39 @@ class GSSConfig(PreTrainedConfig):
         if self.inverse_type == "least_squares" and self.num_labels < 3:
             raise ValueError("`inverse_type='least_squares'` needs at least 3 classes (a rank-3 palette).")
 
+    @property
+    def tokenizer_stride(self) -> int:
+        """The tokenizer's own down-sampling factor: `token_stride` times `maskige_upsampling`."""
+        return self.token_stride * self.maskige_upsampling
+
     def validate_tokenizer(self) -> None:
-        """The `VQModel` arguments against `codebook_size` and `token_stride`; other tokenizer types' settings are
-        their registry's business."""
-        if self.tokenizer_type != VQMODEL_TOKENIZER:
+        """The `VQModel` or dVAE settings against `codebook_size`, `token_stride` and `maskige_upsampling`; other
+        tokenizer types' settings are their registry's business."""
+        if self.tokenizer_type not in (VQMODEL_TOKENIZER, DALLE_TOKENIZER):
             return
-        vq = self.tokenizer_config
-        if not isinstance(vq, dict):
-            raise ValueError(f"`tokenizer_config` must be a dict of `VQModel` arguments, got {type(vq).__name__}.")
-        if vq.get("num_vq_embeddings") != self.codebook_size:
+        settings = self.tokenizer_config
+        if not isinstance(settings, dict):
             raise ValueError(
-                f"`tokenizer_config['num_vq_embeddings']` ({vq.get('num_vq_embeddings')}) must equal "
-                f"`codebook_size` ({self.codebook_size})."
+                f"`tokenizer_config` must be a dict of {self.tokenizer_type!r} tokenizer arguments, got "
+                f"{type(settings).__name__}."
             )
-        if vq.get("in_channels", 3) != 3 or vq.get("out_channels", 3) != 3:
-            raise ValueError("`tokenizer_config` must map 3-channel maskiges to 3-channel maskiges.")
-        blocks = vq.get("block_out_channels", (64,))
-        if 2 ** (len(blocks) - 1) != self.token_stride:
+        if self.tokenizer_type == DALLE_TOKENIZER:
+            codes_key, channel_keys, levels = "vocab_size", ("input_channels", "output_channels"), "group_count"
+            factor = 2 ** (settings.get("group_count", 4) - 1)
+        else:
+            codes_key, channel_keys, levels = "num_vq_embeddings", ("in_channels", "out_channels"), "block_out_channels"
+            factor = 2 ** (len(settings.get("block_out_channels", (64,))) - 1)
+        if settings.get(codes_key) != self.codebook_size:
             raise ValueError(
-                f"`tokenizer_config['block_out_channels']` has {len(blocks)} levels, a down-sampling factor of "
-                f"{2 ** (len(blocks) - 1)}, but `token_stride` is {self.token_stride}."
+                f"`tokenizer_config[{codes_key!r}]` ({settings.get(codes_key)}) must equal `codebook_size` "
+                f"({self.codebook_size})."
+            )
+        if any(settings.get(key, 3) != 3 for key in channel_keys):
+            raise ValueError("`tokenizer_config` must map 3-channel maskiges to 3-channel maskiges.")
+        if factor != self.tokenizer_stride:
+            raise ValueError(
+                f"`tokenizer_config[{levels!r}]` gives a down-sampling factor of {factor}, but `token_stride` "
+                f"({self.token_stride}) x `maskige_upsampling` ({self.maskige_upsampling}) is {self.tokenizer_stride}."
             )
 
     def validate_backbone(self) -> None:
@@ -397,4 +453,4 @@ class GSSConfig(PreTrainedConfig):
 AutoConfig.register(GSSConfig.model_type, GSSConfig, exist_ok=True)
 GSSConfig.register_for_auto_class()
 
-__all__ = ["GSSConfig", "default_tokenizer_config"]
+__all__ = ["GSSConfig", "default_dalle_tokenizer_config", "default_tokenizer_config"]
