@@ -20,12 +20,9 @@ at once, with one line, instead of after minutes of work.
 import argparse
 import contextlib
 import json
-import os
-import re
 import sys
 from pathlib import Path
 
-import huggingface_hub
 import numpy as np
 import PIL.Image
 import torch
@@ -35,12 +32,11 @@ from transformers.utils import logging as transformers_logging
 
 from .image_processing_gss import to_rgb_uint8
 from .modeling_gss import GSSForSemanticSegmentation
-from .output_paths import check_output_dir
+from .cli_paths import check_output_dir, hub_offline, is_local_path
 
 
 EMBEDDED_MODEL = Path(__file__).parent / "pretrained" / "gss-mobilenetv2-camvid"
 OVERLAY_ALPHA = 0.5
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 WEIGHT_FILES = (
     "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"
 )  # fmt: skip
@@ -70,17 +66,6 @@ def read_photo(path: Path, index: int = 0) -> tuple[PIL.Image.Image, np.ndarray]
     except (ValueError, TypeError) as error:
         raise InputError(f"{path}: cannot be segmented ({error})") from error
     return photo, rgb
-
-
-def is_local_path(argument: str) -> bool:
-    """Whether `--model argument` names a local folder rather than a Hub id (see the module docstring)."""
-    return (
-        Path(argument).expanduser().exists()
-        or argument.startswith((".", "/", "~"))
-        or (os.altsep is not None and os.altsep in argument)
-        or (os.sep != "/" and os.sep in argument)
-        or HUB_ID.fullmatch(argument) is None
-    )
 
 
 def check_model_folder(folder: Path, argument: str) -> Path:
@@ -150,8 +135,7 @@ def load_model(argument: str) -> tuple[GSSForSemanticSegmentation, object]:
     except InputError:
         raise
     except (OSError, ValueError, SafetensorError) as error:  # huggingface_hub's errors are OSErrors
-        offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
-        if offline or huggingface_hub.constants.HF_HUB_OFFLINE:
+        if hub_offline():
             reason = "offline mode is on (HF_HUB_OFFLINE=1) and it is not in the local cache"
         else:
             reason = first_line(error).rstrip(".")

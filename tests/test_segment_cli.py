@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers.utils import logging as transformers_logging
 
-from gss_hf import GSSForSemanticSegmentation, GSSImageProcessor, output_paths, segment_cli
+from gss_hf import GSSForSemanticSegmentation, GSSImageProcessor, cli_paths, segment_cli
 from gss_hf.segment_cli import main
 from tiny_models import NUM_TINY_LABELS, tiny_gss_config
 
@@ -143,7 +143,7 @@ def test_unwritable_output_dir_fails_before_loading(model_folder, photo_path, tm
     locked.mkdir()
     real_access = os.access
     # chmod does not stop root, so the permission check itself is what this test drives.
-    monkeypatch.setattr(output_paths.os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    monkeypatch.setattr(cli_paths.os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
     monkeypatch.setattr(segment_cli, "load_model", fail_if_loaded)
     assert main([str(photo_path), "--model", str(model_folder), "--output-dir", str(locked / "out")]) == 2
     error = capsys.readouterr().err

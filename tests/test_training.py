@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from gss_hf import GSSForSemanticSegmentation
 from gss_hf.label_spec import LabelSpec
 from tiny_models import NUM_TINY_LABELS, tiny_gss_config
+from training import cli
 from training.common import (
     TRAINING_STATE_FILE,
     find_checkpoint,
@@ -293,7 +294,7 @@ def test_latest_ignores_partial_checkpoints_and_incomplete_ones_are_refused(tmp_
     (tmp_path / "checkpoint-notanumber").mkdir()
     assert find_checkpoint(tmp_path, "latest") == tmp_path / "checkpoint-2"
     assert find_checkpoint(tmp_path / "empty", "latest") is None
-    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+    with pytest.raises(cli.UsageError, match="not a complete checkpoint"):
         find_checkpoint(tmp_path, str(tmp_path / ".checkpoint-4.partial"))
 
 
@@ -347,6 +348,79 @@ def test_broken_files_are_named_when_the_datasets_are_made(broken, tiny_config_d
     args = parse_args([str(argument) for argument in prior_arguments(data, tiny_config_dir, tiny_tokenizer, tmp_path)])
     with pytest.raises(ValueError, match=expected):
         make_datasets(args, NUM_TINY_LABELS, make_image_processor(args, 255))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Usage errors: one line on stderr, exit status 2, no traceback
+# ----------------------------------------------------------------------------------------------------------------
+def usage_error_of(script: str, arguments: list, capsys) -> str:
+    """Runs `script`'s main as its `__main__` block does and returns the one line it printed for its usage error."""
+    module = importlib.import_module(f"training.{script.removesuffix('.py')}")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run_script(lambda: module.main([str(argument) for argument in arguments]))
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("pytest: error: ") or lines[0].startswith(f"{Path(sys.argv[0]).name}: error: ")
+    assert "Traceback" not in "\n".join(lines)
+    return "\n".join(lines)
+
+
+def test_usage_errors_of_the_prior_script_are_one_clear_line(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path, capsys):
+    base = prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path / "out", 1)
+    cases = {
+        "--config_overrides is not valid JSON": ["--config_overrides", "{prior_depth: 2}"],
+        "--config_overrides must be a JSON object": ["--config_overrides", "[2]"],
+        "unknown field 'prior_dept'; did you mean 'prior_depth'": ["--config_overrides", '{"prior_dept": 2}'],
+        "`prior_num_heads` (3) must divide `prior_hidden_size`": ["--config_overrides", '{"prior_num_heads": 3}'],
+        "--crop_size [30, 48] must be divisible by the token stride 4": ["--crop_size", "30", "48"],
+        f"--data_dir {tmp_path / 'no-data'} is not a folder": ["--data_dir", tmp_path / "no-data"],
+    }
+    for says, extra in cases.items():
+        assert says in usage_error_of("train_prior.py", [*base, *extra], capsys), says
+    missing = tmp_path / "typo-tokenizer"
+    arguments = [argument if argument != tiny_tokenizer else missing for argument in base]
+    assert f"--tokenizer_path {missing}: the folder does not exist." in usage_error_of("train_prior.py", arguments, capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_shaped_path_that_does_not_exist_offline_is_named(tiny_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    arguments = ["--model_name_or_path", "outputs/gss-typo", "--data_dir", tiny_data, "--output_dir", tmp_path]
+    says = usage_error_of("train_inverse.py", arguments, capsys)
+    assert "--model_name_or_path outputs/gss-typo: no such local folder, and HF_HUB_OFFLINE is set" in says
+    says = usage_error_of("evaluate_gss.py", ["--model_name_or_path", tmp_path / "none", "--data_dir", tiny_data], capsys)
+    assert f"--model_name_or_path {tmp_path / 'none'}: the folder does not exist." in says
+
+
+def test_a_folder_that_is_no_model_is_one_line(tiny_data, tiny_config_dir, tmp_path, capsys):
+    says = usage_error_of("evaluate_gss.py", ["--model_name_or_path", tiny_config_dir, "--data_dir", tiny_data], capsys)
+    assert str(tiny_config_dir) in says and len(says.splitlines()) <= 3
+
+
+def test_resuming_from_another_stages_checkpoint_names_the_stage(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path, capsys):
+    run_script("train_posterior.py", "--config_name", tiny_config_dir, "--data_dir", tiny_data, *TINY_DATA,
+               "--output_dir", tmp_path / "stage-i", "--max_train_steps", "1", "--checkpointing_steps", "1")  # fmt: skip
+    checkpoint = tmp_path / "stage-i" / "checkpoint-1"
+    assert json.loads((checkpoint / TRAINING_STATE_FILE).read_text())["training_script"] == "train_posterior.py"
+    arguments = [*prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path / "stage-ii", 1),
+                 "--resume_from_checkpoint", checkpoint]  # fmt: skip
+    says = usage_error_of("train_prior.py", arguments, capsys)
+    assert f"{checkpoint} is a checkpoint of train_posterior.py, not of train_prior.py" in says
+
+
+def test_a_usage_error_from_the_command_line_exits_2_without_a_traceback(tiny_data, tiny_config_dir, tmp_path):
+    result = run_script("train_prior.py", "--config_name", tiny_config_dir, "--tokenizer_path", tmp_path / "nope",
+                        "--data_dir", tiny_data, "--output_dir", tmp_path / "out", check=False)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"train_prior.py: error: --tokenizer_path {tmp_path / 'nope'}: the folder does not exist."
+
+
+def test_a_bug_keeps_its_traceback():
+    def buggy_main():
+        raise KeyError("a real bug")
+
+    with pytest.raises(KeyError, match="a real bug"):
+        cli.run_script(buggy_main)
 
 
 # ----------------------------------------------------------------------------------------------------------------

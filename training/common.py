@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_polynomial_decay_schedule_with_warmup
 
 from gss_hf import GSS_PRESETS, GSSConfig, GSSImageProcessor
-from gss_hf.output_paths import check_output_dir
+from gss_hf.cli_paths import check_output_dir, is_local_path
+from training.cli import UsageError, usage_errors
 from training.data import (
     EpochSampler,
     SegmentationAugmentation,
@@ -52,8 +53,12 @@ class NonFiniteLossError(RuntimeError):
     """Raised when the loss becomes NaN or infinite; checkpoints already written are kept."""
 
 
-def add_training_arguments(parser: argparse.ArgumentParser, learning_rate: float, max_train_steps: int) -> None:
-    """The optimisation, checkpointing, tracking and Hub options shared by every stage."""
+def add_training_arguments(
+    parser: argparse.ArgumentParser, script: str, learning_rate: float, max_train_steps: int
+) -> None:
+    """The optimisation, checkpointing, tracking and Hub options shared by every stage. `script` (the file name)
+    is written into each checkpoint, so that resuming with another stage's script is refused by name."""
+    parser.set_defaults(training_script=script)
     group = parser.add_argument_group("training")
     group.add_argument("--output_dir", required=True, help="Where checkpoints and the final model are written.")
     group.add_argument("--seed", type=int, default=0, help="Seed of weights, data order and augmentation.")
@@ -84,12 +89,17 @@ def check_training_arguments(args: argparse.Namespace) -> None:
     for name in ("max_train_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
                  "gradient_accumulation_steps", "logging_steps"):  # fmt: skip
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}.")
+            raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}.")
     if args.checkpointing_steps is not None and args.checkpointing_steps < 1:
-        raise ValueError(f"--checkpointing_steps must be at least 1, got {args.checkpointing_steps}.")
+        raise UsageError(f"--checkpointing_steps must be at least 1, got {args.checkpointing_steps}.")
     if args.push_to_hub and not args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (for example 'your-name/gss-camvid').")
-    check_output_dir(Path(args.output_dir), "--output_dir")
+        raise UsageError("--push_to_hub needs --hub_model_id (for example 'your-name/gss-camvid').")
+    with usage_errors():
+        check_output_dir(Path(args.output_dir), "--output_dir")
+    if args.resume_from_checkpoint:
+        checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
+        if checkpoint is not None:
+            check_checkpoint_script(checkpoint, args.training_script)
 
 
 def launched_on_cpu_only() -> bool:
@@ -105,8 +115,8 @@ def load_gss_config(name: str, overrides: dict | None = None) -> GSSConfig:
     overrides = overrides or {}
     if name in GSS_PRESETS:
         return GSSConfig.from_preset(name, **overrides)
-    if not Path(name).exists() and "/" not in name:
-        raise ValueError(f"{name!r} is neither a GSS preset ({sorted(GSS_PRESETS)}) nor a config folder.")
+    if not Path(name).exists() and is_local_path(name):
+        raise UsageError(f"{name!r} is neither a GSS preset ({sorted(GSS_PRESETS)}) nor an existing config folder.")
     if not overrides:
         return GSSConfig.from_pretrained(name)
     GSSConfig.check_field_names(overrides, "--config_overrides")
@@ -237,14 +247,27 @@ def find_checkpoint(output_dir: str | Path, resume_from_checkpoint: str) -> Path
         return max(candidates, key=lambda path: int(path.name[len(CHECKPOINT_PREFIX) :]))
     path = Path(resume_from_checkpoint)
     if not (path / TRAINING_STATE_FILE).is_file():
-        raise FileNotFoundError(
-            f"{path} is not a complete checkpoint (no {TRAINING_STATE_FILE}): pass a `checkpoint-N` folder written "
-            "by this script, or 'latest'."
+        raise UsageError(
+            f"--resume_from_checkpoint {path} is not a complete checkpoint (no {TRAINING_STATE_FILE}): pass a "
+            "`checkpoint-N` folder written by this script, or 'latest'."
         )
     return path
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int, total_limit: int | None) -> Path:
+def check_checkpoint_script(checkpoint: Path, script: str) -> None:
+    """Refuses a checkpoint of another stage, which `load_state` would answer with hundreds of mismatched keys.
+    Checkpoints written before the script was recorded pass."""
+    written_by = json.loads((checkpoint / TRAINING_STATE_FILE).read_text()).get("training_script", script)
+    if written_by != script:
+        raise UsageError(
+            f"--resume_from_checkpoint {checkpoint} is a checkpoint of {written_by}, not of {script}: resume it "
+            f"with {written_by}, or give {script} a checkpoint (or an --output_dir) of its own."
+        )
+
+
+def save_checkpoint(
+    accelerator: Accelerator, output_dir: str | Path, step: int, total_limit: int | None, script: str
+) -> Path:
     """`accelerator.save_state` into a partial folder, then an atomic rename to `checkpoint-<step>`."""
     final = Path(output_dir) / f"{CHECKPOINT_PREFIX}{step}"
     partial = Path(output_dir) / f".{final.name}{PARTIAL_CHECKPOINT_SUFFIX}"
@@ -254,7 +277,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int,
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (partial / TRAINING_STATE_FILE).write_text(json.dumps({"completed_steps": step}))
+        (partial / TRAINING_STATE_FILE).write_text(json.dumps({"completed_steps": step, "training_script": script}))
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)
@@ -336,7 +359,9 @@ def train(
                 progress.set_postfix({key: f"{value:.4g}" for key, value in logs.items()})
                 accelerator.log(logs, step=completed_steps)
             if args.checkpointing_steps and completed_steps % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, args.output_dir, completed_steps, args.checkpoints_total_limit)
+                save_checkpoint(
+                    accelerator, args.output_dir, completed_steps, args.checkpoints_total_limit, args.training_script
+                )
             if completed_steps >= args.max_train_steps:
                 break
         epoch, skip = epoch + 1, 0

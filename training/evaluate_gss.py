@@ -18,6 +18,7 @@ from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 from gss_hf import IGNORE_INDEX, GSSImageProcessor
 from gss_hf.modeling_gss_tokenizer import tokenizer_class
 from training.common import launched_on_cpu_only, load_gss_config, make_image_processor
+from training.cli import UsageError, check_pretrained_path, run_script, usage_errors
 from training.data import SegmentationEvalDataset, add_data_arguments, load_splits_from_args
 from training.evaluation import evaluate_reconstruction, evaluate_segmentation
 
@@ -28,7 +29,7 @@ def eval_dataset_for(
     """The `--split` of the data named by the data arguments, read and converted by `image_processor`."""
     splits = load_splits_from_args(args)
     if args.split not in splits:
-        raise ValueError(f"The data has no {args.split!r} split; it has {sorted(splits)}: choose one with --split.")
+        raise UsageError(f"The data has no {args.split!r} split; it has {sorted(splits)}: choose one with --split.")
     return SegmentationEvalDataset(splits[args.split], image_processor, num_labels)
 
 
@@ -52,29 +53,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.tokenizer_path and not args.config_name:
         parser.error("--tokenizer_path needs --config_name (the palette and classes the tokenizer was trained for).")
+    for flag in ("model_name_or_path", "tokenizer_path"):
+        if getattr(args, flag):
+            check_pretrained_path(getattr(args, flag), f"--{flag}")
     return args
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    accelerator = Accelerator(cpu=launched_on_cpu_only(), mixed_precision=args.mixed_precision)
+    with usage_errors():
+        args = parse_args(argv)
+        accelerator = Accelerator(cpu=launched_on_cpu_only(), mixed_precision=args.mixed_precision)
+        if args.model_name_or_path:
+            model = AutoModelForSemanticSegmentation.from_pretrained(args.model_name_or_path).to(accelerator.device)
+            try:
+                saved_processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
+            except OSError:
+                saved_processor = None
+            processor = make_image_processor(args, model_ignore_index(model.config), base=saved_processor)
+            dataset = eval_dataset_for(args, model.config.num_labels, processor)
+        else:
+            config = load_gss_config(args.config_name)
+            tokenizer = tokenizer_class(config).from_pretrained(args.tokenizer_path).to(accelerator.device)
+            tokenizer.check_compatible(config)
+            processor = make_image_processor(args, config.ignore_index)
+            dataset = eval_dataset_for(args, config.num_labels, processor)
     if args.model_name_or_path:
-        model = AutoModelForSemanticSegmentation.from_pretrained(args.model_name_or_path).to(accelerator.device)
-        try:
-            saved_processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
-        except OSError:
-            saved_processor = None
-        processor = make_image_processor(args, model_ignore_index(model.config), base=saved_processor)
-        dataset = eval_dataset_for(args, model.config.num_labels, processor)
         scores = evaluate_segmentation(
             accelerator, model, dataset, args.per_device_eval_batch_size, args.sliding_window
         )
     else:
-        config = load_gss_config(args.config_name)
-        tokenizer = tokenizer_class(config).from_pretrained(args.tokenizer_path).to(accelerator.device)
-        tokenizer.check_compatible(config)
-        processor = make_image_processor(args, config.ignore_index)
-        dataset = eval_dataset_for(args, config.num_labels, processor)
         scores = evaluate_reconstruction(accelerator, tokenizer, config, dataset, args.per_device_eval_batch_size)
     if accelerator.is_main_process:
         text = json.dumps(scores, indent=2)
@@ -85,4 +92,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -27,6 +27,7 @@ from training.common import (
     make_train_dataloader,
     train,
 )
+from training.cli import run_script, usage_errors
 from training.data import add_data_arguments, collate_segmentation
 
 
@@ -40,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--config_name", default="gss-mobilenetv2-camvid",
                        help="GSS preset or config folder whose classes the baseline predicts.")  # fmt: skip
     add_data_arguments(parser)
-    add_training_arguments(parser, learning_rate=6e-4, max_train_steps=2000)
+    add_training_arguments(parser, "train_baseline.py", learning_rate=6e-4, max_train_steps=2000)
     args = parser.parse_args(argv)
     check_training_arguments(args)
     return args
@@ -56,11 +57,12 @@ def build_model(args: argparse.Namespace) -> MobileNetV2ForSemanticSegmentation:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    accelerator = make_accelerator(args, project_name="deeplabv3-baseline")
-    model = build_model(args)
-    processor = make_image_processor(args, model.config.semantic_loss_ignore_index)
-    train_dataset, eval_dataset = make_datasets(args, model.config.num_labels, processor)
+    with usage_errors():
+        args = parse_args(argv)
+        accelerator = make_accelerator(args, project_name="deeplabv3-baseline")
+        model = build_model(args)
+        processor = make_image_processor(args, model.config.semantic_loss_ignore_index)
+        train_dataset, eval_dataset = make_datasets(args, model.config.num_labels, processor)
     dataloader = make_train_dataloader(train_dataset, args, collate_segmentation)
     optimizer, schedule = make_optimizer_and_schedule(model, args, accelerator.num_processes)
     model, optimizer, schedule, dataloader = accelerator.prepare(model, optimizer, schedule, dataloader)
@@ -76,4 +78,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

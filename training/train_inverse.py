@@ -28,6 +28,7 @@ from training.common import (
     make_train_dataloader,
     train,
 )
+from training.cli import check_pretrained_path, run_script, usage_errors
 from training.data import add_data_arguments, collate_segmentation
 
 
@@ -36,9 +37,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model_name_or_path", required=True, help="The stage-II GSS model (folder or Hub id).")
     parser.add_argument("--sliding_window", action="store_true", help="Validate with sliding-window inference.")
     add_data_arguments(parser)
-    add_training_arguments(parser, learning_rate=1e-3, max_train_steps=1000)
+    add_training_arguments(parser, "train_inverse.py", learning_rate=1e-3, max_train_steps=1000)
     args = parser.parse_args(argv)
     check_training_arguments(args)
+    check_pretrained_path(args.model_name_or_path, "--model_name_or_path")
     return args
 
 
@@ -54,13 +56,14 @@ def load_stage_ii_model(path: str) -> GSSForSemanticSegmentation:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    accelerator = make_accelerator(args, project_name="gss-inverse")
-    model = load_stage_ii_model(args.model_name_or_path).to(accelerator.device)
-    config = model.config
-    saved_processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
-    processor = make_image_processor(args, config.ignore_index, base=saved_processor)
-    train_dataset, eval_dataset = make_datasets(args, config.num_labels, processor)
+    with usage_errors():
+        args = parse_args(argv)
+        accelerator = make_accelerator(args, project_name="gss-inverse")
+        model = load_stage_ii_model(args.model_name_or_path).to(accelerator.device)
+        config = model.config
+        saved_processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
+        processor = make_image_processor(args, config.ignore_index, base=saved_processor)
+        train_dataset, eval_dataset = make_datasets(args, config.num_labels, processor)
     dataloader = make_train_dataloader(train_dataset, args, collate_segmentation)
     # Only X^-1 is handed to Accelerate (optimiser, DDP, checkpoints): the frozen rest of the model stays as loaded.
     optimizer, schedule = make_optimizer_and_schedule(model.inverse, args, accelerator.num_processes)
@@ -79,4 +82,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -36,6 +36,7 @@ from training.common import (
     make_train_dataloader,
     train,
 )
+from training.cli import UsageError, check_pretrained_path, run_script, usage_errors
 from training.data import SyntheticLabelDataset, add_data_arguments, collate_segmentation
 from training.evaluation import evaluate_reconstruction
 from training.metrics import count_tokens
@@ -95,25 +96,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--num_synthetic_samples", type=int, default=0,
                        help="Add this many synthetic label maps (random shapes and classes) per epoch.")  # fmt: skip
     add_data_arguments(parser)
-    add_training_arguments(parser, learning_rate=1e-3, max_train_steps=2000)
+    add_training_arguments(parser, "train_posterior.py", learning_rate=1e-3, max_train_steps=2000)
     args = parser.parse_args(argv)
     check_training_arguments(args)
+    if args.tokenizer_path:
+        check_pretrained_path(args.tokenizer_path, "--tokenizer_path")
     return args
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    accelerator = make_accelerator(args, project_name="gss-posterior")
-    config = load_gss_config(args.config_name)
-    if args.tokenizer_path:
-        tokenizer = tokenizer_class(config).from_pretrained(args.tokenizer_path)
-        tokenizer.check_compatible(config)
-    else:
-        tokenizer = build_tokenizer(config)
-    if any(size % tokenizer.token_stride for size in args.crop_size):
-        raise ValueError(f"--crop_size {args.crop_size} must be divisible by the token stride {tokenizer.token_stride}.")
-    processor = make_image_processor(args, config.ignore_index)
-    real, eval_dataset = make_datasets(args, config.num_labels, processor, with_images=False)
+    with usage_errors():
+        args = parse_args(argv)
+        accelerator = make_accelerator(args, project_name="gss-posterior")
+        config = load_gss_config(args.config_name)
+        if args.tokenizer_path:
+            tokenizer = tokenizer_class(config).from_pretrained(args.tokenizer_path)
+            tokenizer.check_compatible(config)
+        else:
+            tokenizer = build_tokenizer(config)
+        if any(size % tokenizer.token_stride for size in args.crop_size):
+            raise UsageError(
+                f"--crop_size {args.crop_size} must be divisible by the token stride {tokenizer.token_stride}."
+            )
+        processor = make_image_processor(args, config.ignore_index)
+        real, eval_dataset = make_datasets(args, config.num_labels, processor, with_images=False)
     synthetic = None
     if args.num_synthetic_samples:
         synthetic = SyntheticLabelDataset(
@@ -144,4 +150,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -10,7 +10,6 @@ X^-1 is the config's: nearest colour (GSS-FF), or an untrained learned X^-1 for 
 """
 
 import argparse
-import json
 
 from gss_hf import GSSForSemanticSegmentation
 from gss_hf.modeling_gss_tokenizer import tokenizer_class
@@ -27,6 +26,7 @@ from training.common import (
     make_train_dataloader,
     train,
 )
+from training.cli import UsageError, check_pretrained_path, parse_json_object, run_script, usage_errors
 from training.data import add_data_arguments, collate_segmentation
 
 
@@ -45,11 +45,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="Start the backbone from these weights (with --config_name).")  # fmt: skip
     model.add_argument("--sliding_window", action="store_true", help="Validate with sliding-window inference.")
     add_data_arguments(parser)
-    add_training_arguments(parser, learning_rate=6e-4, max_train_steps=2000)
+    add_training_arguments(parser, "train_prior.py", learning_rate=6e-4, max_train_steps=2000)
     args = parser.parse_args(argv)
-    check_training_arguments(args)
     if args.config_name and not args.tokenizer_path:
         parser.error("--config_name needs --tokenizer_path: the prior learns the tokens of a trained tokenizer.")
+    check_training_arguments(args)
+    args.config_overrides = parse_json_object(args.config_overrides, "--config_overrides")
+    for flag in ("model_name_or_path", "tokenizer_path"):
+        if getattr(args, flag):
+            check_pretrained_path(getattr(args, flag), f"--{flag}")
     return args
 
 
@@ -57,7 +61,7 @@ def build_model(args: argparse.Namespace) -> GSSForSemanticSegmentation:
     """A saved GSS model, or a fresh one around the stage-I tokenizer (and a pretrained backbone when asked)."""
     if args.model_name_or_path:
         return GSSForSemanticSegmentation.from_pretrained(args.model_name_or_path)
-    config = load_gss_config(args.config_name, json.loads(args.config_overrides or "{}"))
+    config = load_gss_config(args.config_name, args.config_overrides)
     if args.pretrained_backbone == "imagenet-mobilenet-v2":
         model = gss_model_with_imagenet_mobilenet_v2(config)
     else:
@@ -67,14 +71,17 @@ def build_model(args: argparse.Namespace) -> GSSForSemanticSegmentation:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    accelerator = make_accelerator(args, project_name="gss-prior")
-    model = build_model(args)
-    config = model.config
-    if any(size % config.token_stride for size in args.crop_size):
-        raise ValueError(f"--crop_size {args.crop_size} must be divisible by the token stride {config.token_stride}.")
-    processor = make_image_processor(args, config.ignore_index)
-    train_dataset, eval_dataset = make_datasets(args, config.num_labels, processor)
+    with usage_errors():
+        args = parse_args(argv)
+        accelerator = make_accelerator(args, project_name="gss-prior")
+        model = build_model(args)
+        config = model.config
+        if any(size % config.token_stride for size in args.crop_size):
+            raise UsageError(
+                f"--crop_size {args.crop_size} must be divisible by the token stride {config.token_stride}."
+            )
+        processor = make_image_processor(args, config.ignore_index)
+        train_dataset, eval_dataset = make_datasets(args, config.num_labels, processor)
     dataloader = make_train_dataloader(train_dataset, args, collate_segmentation)
     optimizer, schedule = make_optimizer_and_schedule(model, args, accelerator.num_processes)
     model, optimizer, schedule, dataloader = accelerator.prepare(model, optimizer, schedule, dataloader)
@@ -91,4 +98,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
