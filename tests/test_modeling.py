@@ -99,7 +99,7 @@ def test_filling_reaches_partly_labelled_patches_only():
     labels = torch.full((1, 8, 8), 255)
     labels[0, 0, 0] = 2  # the top-left 4x4 patch is partly labelled, the other three are wholly unlabelled
     fill = torch.full((1, 8, 8), 4)
-    filled, fully_unlabelled = fill_unlabelled_pixels(labels, fill, token_stride=4, ignore_index=255)
+    filled, fully_unlabelled = fill_unlabelled_pixels(labels, fill, patch_size=4, ignore_index=255)
     assert filled[0, 0, 0] == 2
     assert (filled[0, :4, :4].flatten()[1:] == 4).all()
     assert (filled[0, 4:, :] == 255).all() and (filled[0, :4, 4:] == 255).all()

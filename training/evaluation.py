@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from transformers import PreTrainedModel
 
-from gss_hf import GSSConfig, class_scores_nearest_color, maskige_from_labels
+from gss_hf import GSSConfig, class_scores_nearest_color, maskige_from_labels, upsample_labels_2x
 from gss_hf.modeling_gss_tokenizer import GSSTokenizer
 from training.data import SegmentationEvalDataset, collate_segmentation
 from training.metrics import StreamingConfusionMatrix, codebook_usage, count_tokens
@@ -60,18 +60,24 @@ def evaluate_reconstruction(
     batch_size: int,
 ) -> dict:
     """The posterior's upper bound: label map -> maskige -> tokens -> maskige -> nearest colour, scored against the
-    label map; plus codebook usage (perplexity, live codes) over all tokens."""
+    label map; plus codebook usage (perplexity, live codes) over all tokens. On the "official_2x" route the label
+    map is up-sampled 2x before it is painted and the class scores are resized back, as the model does."""
     matrix = StreamingConfusionMatrix(config.num_labels, config.ignore_index)
     token_counts = torch.zeros(tokenizer.codebook_size, dtype=torch.long, device=accelerator.device)
     was_training = tokenizer.training
     tokenizer.eval()
     for batch in process_shard(dataset, accelerator, batch_size):
         labels = batch["labels"].to(accelerator.device)
-        padded = pad_to_multiple(labels, tokenizer.token_stride, config.ignore_index)
-        maskige = maskige_from_labels(padded, config.palette, config.ignore_color, config.ignore_index)
+        padded = pad_to_multiple(labels, config.token_stride, config.ignore_index)
+        tokenized = padded
+        if config.maskige_route == "official_2x":
+            tokenized = upsample_labels_2x(padded)
+        maskige = maskige_from_labels(tokenized, config.palette, config.ignore_color, config.ignore_index)
         token_ids = tokenizer.encode(maskige)
-        reconstruction = tokenizer.decode(token_ids)[..., : labels.shape[-2], : labels.shape[-1]]
-        matrix.update(class_scores_nearest_color(reconstruction, config.palette).argmax(dim=1), labels)
+        scores = class_scores_nearest_color(tokenizer.decode(token_ids), config.palette)
+        if scores.shape[-2:] != padded.shape[-2:]:
+            scores = F.interpolate(scores, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        matrix.update(scores[..., : labels.shape[-2], : labels.shape[-1]].argmax(dim=1), labels)
         token_counts += count_tokens(token_ids, tokenizer.codebook_size)
     tokenizer.train(was_training)
     matrix.reduce(accelerator)
