@@ -68,6 +68,7 @@ def test_example_photo_miou_matches_the_results_table(model_and_processor, refer
     assert scores["mean_iou"] == pytest.approx(reference["example_photo_mean_iou"], abs=TOLERANCE)
 
 
+@pytest.mark.slow
 def test_ten_val_photos_miou_matches_the_results_table(model_and_processor, reference, camvid_dir):
     assert reference["photos"]  # benchmarks/camvid_results.py writes its REGRESSION_PHOTOS here
     scores = evaluate_photos(*model_and_processor, *read_camvid_val_photos(camvid_dir, reference["photos"]))

@@ -87,6 +87,7 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_trust_remote_code_load_without_the_package(saved_folder, tmp_path):
     photo = (np.random.default_rng(0).random((48, 80, 3)) * 255).astype(np.uint8)
     np.save(saved_folder / "photo.npy", photo)

@@ -126,6 +126,7 @@ def test_offline_push_fails_fast_and_leaves_the_model_intact(tmp_path, monkeypat
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_push_to_a_hub_that_never_answers_fails_fast(tmp_path, monkeypatch):
     # A socket that listens but never accepts: connections complete, requests are never answered. huggingface_hub's
     # own client has no timeout and would wait here forever.

@@ -48,6 +48,7 @@ def test_round_trip_is_exact_for_every_preset(name):
     assert (maskige.permute(0, 2, 3, 1)[~labelled] == torch.tensor(ignore_color, dtype=torch.uint8)).all()
 
 
+@pytest.mark.slow
 def test_round_trip_is_exact_for_generated_palettes_up_to_256_classes():
     for num_classes in range(1, 257):
         palette = generate_palette(num_classes)
@@ -80,6 +81,7 @@ def test_preset_palettes_equal_the_official_json(name):
     assert preset_class_names(name) == (None if expected_names is None else [n.strip() for n in expected_names])
 
 
+@pytest.mark.slow
 def test_generator_is_deterministic_and_valid():
     for num_classes, ignore_color in [(11, (0, 0, 0)), (150, (215, 216, 196)), (1024, (0, 0, 0))]:
         first = generate_palette(num_classes, ignore_color)
@@ -220,6 +222,7 @@ def test_maskige_functions_run_on_gpu():
     assert torch.equal(recovered[labels != 255], labels[labels != 255])
 
 
+@pytest.mark.slow
 def test_camvid_label_maps_round_trip_exactly(camvid_dir):
     """Every CamVid val label map, void (11) as the ignore index, painted with the CPU preset's palette."""
     from PIL import Image

@@ -295,6 +295,7 @@ def edit_checkpoint(folder, edit) -> None:
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_missing_keys_is_refused(model, tmp_path):
     model.save_pretrained(tmp_path)
     edit_checkpoint(tmp_path, lambda weights: weights.pop("prior_head.classifier.weight"))
@@ -332,6 +333,7 @@ def test_a_checkpoint_whose_codebook_disagrees_with_the_config_is_refused(tmp_pa
         GSSForSemanticSegmentation.from_pretrained(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_codebook_size_is_refused_even_with_ignore_mismatched_sizes(tmp_path):
     """transformers' own error suggests `ignore_mismatched_sizes=True`, which would re-initialise the tokenizer's
     codebook and the token classifier at random: a model that loads and predicts one class everywhere."""
@@ -345,6 +347,7 @@ def test_a_checkpoint_of_another_codebook_size_is_refused_even_with_ignore_misma
             GSSForSemanticSegmentation.from_pretrained(tmp_path, ignore_mismatched_sizes=True, strict=strict)
 
 
+@pytest.mark.slow
 def test_heads_of_another_size_are_refused_unless_not_strict(tmp_path):
     tiny_model(inverse_type="learned").save_pretrained(tmp_path)
     wider = {"inverse_hidden_size": 16, "inverse_intermediate_size": 32}

@@ -85,6 +85,7 @@ def test_same_file_names_would_overwrite_each_other(model_folder, photo_path, tm
     assert "share a file name" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_script_is_installed_and_documents_itself():
     completed = subprocess.run([sys.executable, "-m", "gss_hf.segment_cli", "--help"], capture_output=True, text=True)
     assert completed.returncode == 0 and "--sliding-window" in completed.stdout
@@ -198,6 +199,7 @@ def test_bad_model_gives_one_line(model_folder, photo_path, tmp_path, capsys, ki
 # --- sliding window at native resolution --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sliding_window", [False, True])
 def test_sliding_window_runs_at_the_photo_size_and_whole_image_at_the_processor_size(
     model_folder, tmp_path, monkeypatch, sliding_window
@@ -244,6 +246,7 @@ def test_legend_matches_the_label_png(model_folder, photo_path, tmp_path):
 # --- quiet loading ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_loading_is_quiet_unless_verbose(model_folder, photo_path, tmp_path, capfd):
     verbosity = transformers_logging.get_verbosity()
     arguments = [str(photo_path), "--model", str(model_folder), "--output-dir", str(tmp_path / "out")]

@@ -111,6 +111,7 @@ def tiny_prior(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path_factory) -> 
 # ----------------------------------------------------------------------------------------------------------------
 # The three stages and the evaluation script
 # ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_posterior_saves_a_tokenizer_with_reconstruction_and_codebook_scores(tiny_tokenizer):
     from diffusers import VQModel
 
@@ -122,6 +123,7 @@ def test_posterior_saves_a_tokenizer_with_reconstruction_and_codebook_scores(tin
     assert "train_posterior.py" in (tiny_tokenizer / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_prior_saves_a_complete_model_whose_scores_the_evaluation_script_reproduces(tiny_prior, tiny_data):
     from transformers import AutoModelForSemanticSegmentation
 
@@ -139,6 +141,7 @@ def test_prior_saves_a_complete_model_whose_scores_the_evaluation_script_reprodu
     assert "mean_iou" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_saved_stage_ii_folder_reproduces_its_scores_through_its_own_processor(tiny_data, tiny_tokenizer, tmp_path):
     """Trained on crops smaller than the photos, the run must still save the processor its evaluation used (one that
     keeps photos at their size, with the data's void value and the config's ignore index, here 250, which the
@@ -163,6 +166,7 @@ def test_a_saved_stage_ii_folder_reproduces_its_scores_through_its_own_processor
     assert scores["per_category_iou"] == pytest.approx(saved["per_category_iou"], abs=1e-9, nan_ok=True)
 
 
+@pytest.mark.slow
 def test_inverse_trains_only_the_learned_inverse_and_saves_the_merged_model(tiny_prior, tiny_data, tmp_path):
     run_script(
         "train_inverse.py", "--model_name_or_path", tiny_prior, "--data_dir", tiny_data, *TINY_DATA,
@@ -175,6 +179,7 @@ def test_inverse_trains_only_the_learned_inverse_and_saves_the_merged_model(tiny
     assert GSSForSemanticSegmentation.from_pretrained(tmp_path).config.inverse_type == "learned"
 
 
+@pytest.mark.slow
 def test_inverse_stage_switches_a_nearest_colour_model_to_a_learned_inverse(tiny_data, tiny_tokenizer, tmp_path):
     config_dir = tmp_path / "config"
     tiny_gss_config(inverse_type="nearest").save_pretrained(config_dir)
@@ -184,6 +189,7 @@ def test_inverse_stage_switches_a_nearest_colour_model_to_a_learned_inverse(tiny
     assert GSSForSemanticSegmentation.from_pretrained(tmp_path / "ftw").config.inverse_type == "learned"
 
 
+@pytest.mark.slow
 def test_baseline_trains_through_the_same_pipeline_and_the_evaluation_script_reproduces_it(
     tiny_data, tiny_config_dir, tmp_path
 ):
@@ -211,6 +217,7 @@ def test_baseline_trains_through_the_same_pipeline_and_the_evaluation_script_rep
     assert rerun["per_category_iou"] == pytest.approx(saved_scores["per_category_iou"], nan_ok=True)
 
 
+@pytest.mark.slow
 def test_tokenizer_reconstruction_evaluation(tiny_tokenizer, tiny_config_dir, tiny_data, tmp_path):
     run_script(
         "evaluate_gss.py", "--tokenizer_path", tiny_tokenizer, "--config_name", tiny_config_dir,
@@ -234,6 +241,7 @@ def test_every_script_has_help(script, capsys):
     assert "--data_dir" in text and "--dataset_name" in text and "accelerate launch" in text
 
 
+@pytest.mark.slow
 def test_bf16_and_gradient_accumulation(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path):
     run_script("train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path, 2),
                "--mixed_precision", "bf16", "--gradient_accumulation_steps", "2", "--checkpointing_steps", "1")  # fmt: skip
@@ -246,6 +254,7 @@ def test_bf16_and_gradient_accumulation(tiny_data, tiny_config_dir, tiny_tokeniz
 # ----------------------------------------------------------------------------------------------------------------
 # Reliability: kill and resume, NaN, interrupted saves, offline push
 # ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_bit_identical_weights(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path):
     # 6 photos in batches of 2: 3 batches an epoch, so checkpoint-5 falls in the middle of the second epoch.
     common = ["--checkpointing_steps", "5", "--resume_from_checkpoint", "latest", "--dataloader_num_workers", "1"]
@@ -273,6 +282,7 @@ def test_sigkill_then_resume_gives_bit_identical_weights(tiny_data, tiny_config_
     assert not all(torch.equal(initial[key], resumed[key]) for key in initial)
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_checkpoints(
     tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path
 ):
@@ -298,6 +308,7 @@ def test_latest_ignores_partial_checkpoints_and_incomplete_ones_are_refused(tmp_
         find_checkpoint(tmp_path, str(tmp_path / ".checkpoint-4.partial"))
 
 
+@pytest.mark.slow
 def test_offline_push_fails_fast_and_keeps_the_local_model(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path):
     start = time.monotonic()
     result = run_script(
@@ -311,6 +322,7 @@ def test_offline_push_fails_fast_and_keeps_the_local_model(tiny_data, tiny_confi
     assert "mean_iou" in card and "--push_to_hub" in card
 
 
+@pytest.mark.slow
 def test_push_without_a_repository_id_is_refused_before_training(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path):
     result = run_script("train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path, 1),
                         "--push_to_hub", check=False)  # fmt: skip
@@ -318,6 +330,7 @@ def test_push_without_a_repository_id_is_refused_before_training(tiny_data, tiny
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_an_output_dir_that_is_a_file_is_refused_before_training(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path):
     from training.train_prior import parse_args
 
@@ -329,6 +342,7 @@ def test_an_output_dir_that_is_a_file_is_refused_before_training(tiny_data, tiny
             parse_args([str(argument) for argument in arguments])  # the scripts parse before building anything
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broken", ["truncated photo", "label 200"])
 def test_broken_files_are_named_when_the_datasets_are_made(broken, tiny_config_dir, tiny_tokenizer, tmp_path):
     """`make_datasets`, which every script calls before its first step, reads every file: a broken one deep in the
@@ -365,6 +379,7 @@ def usage_error_of(script: str, arguments: list, capsys) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_usage_errors_of_the_prior_script_are_one_clear_line(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path, capsys):
     base = prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path / "out", 1)
     cases = {
@@ -397,6 +412,7 @@ def test_a_folder_that_is_no_model_is_one_line(tiny_data, tiny_config_dir, tmp_p
     assert str(tiny_config_dir) in says and len(says.splitlines()) <= 3
 
 
+@pytest.mark.slow
 def test_resuming_from_another_stages_checkpoint_names_the_stage(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path, capsys):
     run_script("train_posterior.py", "--config_name", tiny_config_dir, "--data_dir", tiny_data, *TINY_DATA,
                "--output_dir", tmp_path / "stage-i", "--max_train_steps", "1", "--checkpointing_steps", "1")  # fmt: skip
@@ -408,6 +424,7 @@ def test_resuming_from_another_stages_checkpoint_names_the_stage(tiny_data, tiny
     assert f"{checkpoint} is a checkpoint of train_posterior.py, not of train_prior.py" in says
 
 
+@pytest.mark.slow
 def test_a_usage_error_from_the_command_line_exits_2_without_a_traceback(tiny_data, tiny_config_dir, tmp_path):
     result = run_script("train_prior.py", "--config_name", tiny_config_dir, "--tokenizer_path", tmp_path / "nope",
                         "--data_dir", tiny_data, "--output_dir", tmp_path / "out", check=False)  # fmt: skip
@@ -430,6 +447,7 @@ TWO_PROCESSES = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gp
                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_process_evaluation_equals_one_process(tiny_prior, tiny_data, tmp_path):
     arguments = ["--model_name_or_path", tiny_prior, "--data_dir", tiny_data, "--void_value", VOID]
     run_script("evaluate_gss.py", *arguments, "--output_file", tmp_path / "one.json")
@@ -439,6 +457,7 @@ def test_two_process_evaluation_equals_one_process(tiny_prior, tiny_data, tmp_pa
     assert two["overall_accuracy"] == pytest.approx(one["overall_accuracy"])
 
 
+@pytest.mark.slow
 def test_two_process_training_runs_and_saves_once(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path):
     run_script("train_prior.py", *prior_arguments(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path, 2),
                "--checkpointing_steps", "1", launcher=TWO_PROCESSES)  # fmt: skip
