@@ -22,6 +22,7 @@ from .maskige import (
     preset_palette,
     tokenizer_pixels_to_maskige,
 )
+from .modeling_dalle_dvae import DalleTokenizer
 from .modeling_gss import GSSForSemanticSegmentation, GSSPreTrainedModel, GSSSemanticSegmenterOutput
 from .modeling_maskige_tokenizer import MaskigeTokenizer, MaskigeTokenizerOutput
 from .presets import GSS_PRESETS
@@ -30,6 +31,7 @@ from .presets import GSS_PRESETS
 __version__ = "0.1.0"
 
 __all__ = [
+    "DalleTokenizer",
     "GSSConfig",
     "GSSForSemanticSegmentation",
     "GSSImageProcessor",
