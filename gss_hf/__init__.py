@@ -23,6 +23,7 @@ from .maskige import (
     tokenizer_pixels_to_maskige,
     upsample_labels_2x,
 )
+from .modeling_dalle_dvae import DalleTokenizer
 from .modeling_gss import GSSForSemanticSegmentation, GSSPreTrainedModel, GSSSemanticSegmenterOutput
 from .modeling_maskige_tokenizer import MaskigeTokenizer, MaskigeTokenizerOutput
 from .presets import GSS_PRESETS
@@ -31,6 +32,7 @@ from .presets import GSS_PRESETS
 __version__ = "0.1.0"
 
 __all__ = [
+    "DalleTokenizer",
     "GSSConfig",
     "GSSForSemanticSegmentation",
     "GSSImageProcessor",

@@ -22,6 +22,7 @@ from transformers.utils import ModelOutput, logging
 
 from .configuration_gss import GSSConfig
 from .maskige import check_labels, paint_maskige, upsample_labels_2x
+from .modeling_dalle_dvae import DalleTokenizer  # noqa: F401  (registers tokenizer_type "dalle")
 from .modeling_gss_inverse import build_inverse
 from .modeling_gss_prior import GSSAuxiliaryHead, GSSBackbone, GSSPriorHead
 from .modeling_gss_tokenizer import GSSTokenizer, build_tokenizer
