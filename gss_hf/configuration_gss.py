@@ -313,10 +313,9 @@ class GSSConfig(PreTrainedConfig):
         if self.tokenizer_config is None and self.tokenizer_type == VQMODEL_TOKENIZER:
             self.tokenizer_config = default_tokenizer_config(self.codebook_size, self.tokenizer_stride)
         elif self.tokenizer_type == DALLE_TOKENIZER and isinstance(self.tokenizer_config, (dict, type(None))):
-            # Settings not given are the released weights' (an unknown one is refused here, by name).
-            self.tokenizer_config = default_dalle_tokenizer_config(
-                **{"vocab_size": self.codebook_size, **(self.tokenizer_config or {})}
-            )
+            # Settings not given are the released weights' (an unknown one is refused here, by name), so that a
+            # `codebook_size` other than their 8192 codes is refused unless `vocab_size` says so too.
+            self.tokenizer_config = default_dalle_tokenizer_config(**(self.tokenizer_config or {}))
         # `@strict` runs `validate()` (every `validate_*` method) once this returns.
 
     def _resolve_palette(self) -> None:

@@ -5,7 +5,7 @@ import pytest
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 from transformers import AutoConfig, ConvNextConfig, Dinov2Config, ResNetConfig, SwinConfig
 
-from gss_hf import GSS_PRESETS, GSSConfig, generate_palette, preset_palette
+from gss_hf import GSS_PRESETS, GSSConfig, default_dalle_tokenizer_config, generate_palette, preset_palette
 
 
 # A field's own rules fail as a field error (on assignment and at creation), rules between fields as a class error
@@ -34,9 +34,17 @@ def test_every_preset_builds_with_its_palette(name):
     config = GSSConfig.from_preset(name)
     assert config.model_type == "gss"
     assert len(config.palette) == config.num_labels
-    assert config.tokenizer_config["num_vq_embeddings"] == config.codebook_size
+    codes = "vocab_size" if config.tokenizer_type == "dalle" else "num_vq_embeddings"
+    assert config.tokenizer_config[codes] == config.codebook_size
     if config.palette_name != "generated":
         assert (config.palette, config.ignore_color) == preset_palette(config.palette_name)
+
+
+@pytest.mark.parametrize("name", [name for name in sorted(GSS_PRESETS) if name.startswith(("gss-ff-", "gss-ftw-"))])
+def test_paper_presets_carry_the_released_dvae_on_the_official_route(name):
+    config = GSSConfig.from_preset(name)
+    assert (config.tokenizer_type, config.maskige_route, config.tokenizer_stride) == ("dalle", "official_2x", 8)
+    assert config.tokenizer_config == default_dalle_tokenizer_config()
 
 
 def test_paper_presets_hold_the_paper_settings():
@@ -296,7 +304,8 @@ def test_a_saved_config_loads_equal_to_the_original(name, tmp_path):
     config.save_pretrained(tmp_path)
     loaded = GSSConfig.from_pretrained(tmp_path)
     assert without_path(loaded.to_dict()) == without_path(config.to_dict())
-    assert loaded.to_dict()["tokenizer_type"] == "vqmodel"
+    assert loaded.to_dict()["tokenizer_type"] == ("dalle" if name == "gss-ftw-resnet101" else "vqmodel")
+    assert loaded.maskige_route == config.maskige_route
 
 
 def test_a_config_saved_before_tokenizer_type_existed_loads_as_vqmodel(tmp_path):
