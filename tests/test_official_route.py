@@ -13,7 +13,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from gss_hf import GSSForSemanticSegmentation, maskige_from_labels, upsample_labels_2x
+from huggingface_hub.errors import StrictDataclassClassValidationError
+
+from gss_hf import DalleTokenizer, GSSConfig, GSSForSemanticSegmentation, maskige_from_labels, upsample_labels_2x
+from gss_hf.maskige import preset_class_names
 from gss_hf.token_cross_entropy import TOKEN_IGNORE_INDEX
 from tiny_models import NUM_TINY_LABELS, tiny_gss_config, tiny_tokenizer_config
 
@@ -109,3 +112,74 @@ def test_the_loss_uses_the_upsampled_labels_and_inference_returns_the_photo_size
     scores_at_2x = model.inverse(maskige_at_2x)
     expected = F.interpolate(scores_at_2x, size=(32, 64), mode="bilinear")
     torch.testing.assert_close(prediction.logits, expected)
+
+
+def official_fixture(name: str) -> dict[str, torch.Tensor]:
+    folder = OFFICIAL_GSS / name
+    if not (folder / "io.safetensors").is_file() or not (OFFICIAL_GSS / "dalle_tiny" / "encoder.pkl").is_file():
+        pytest.skip(f"the official GSS test vectors are not at {OFFICIAL_GSS}")
+    return load_file(folder / "io.safetensors")
+
+
+def official_dalle_tiny() -> DalleTokenizer:
+    return DalleTokenizer.from_openai_pickles(OFFICIAL_GSS / "dalle_tiny" / "encoder.pkl",
+                                              OFFICIAL_GSS / "dalle_tiny" / "decoder.pkl")  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["evalbn", "trainbn"])
+def test_the_official_codes_training_targets_are_reproduced_with_its_dvae(mode):
+    """Cityscapes GSS-FF (official code, random weights, the tiny dVAE of `dalle_tiny/`): from its label map and its
+    auxiliary prediction, the route gives exactly the token targets the official `forward_train` computed."""
+    tensors = official_fixture("cityscapes_ff_r101_narrow")
+    tokenizer = official_dalle_tiny()
+    config = GSSConfig(
+        palette="cityscapes", **cityscapes_labels(), tokenizer_type="dalle", maskige_route="official_2x",
+        tokenizer_config=tokenizer.tokenizer_config, mla_channels=8, prior_hidden_size=16, prior_num_heads=2,
+        prior_intermediate_size=32, prior_classifier_channels=16, auxiliary_channels=8,
+    )  # fmt: skip
+    model = GSSForSemanticSegmentation(config)
+    model.load_tokenizer(tokenizer)
+    upsampled = upsample_labels_2x(tensors["labels"][:, 0])
+    # The official auxiliary prediction is what `gt_for_recon` holds at the unlabelled pixels.
+    auxiliary_prediction = tensors[f"train_{mode}.gt_for_recon"][:, 0].long()
+
+    targets = model.token_targets(upsampled, auxiliary_prediction)
+
+    official = tensors[f"train_{mode}.target_token_ids_masked"][:, 0]
+    official = official.masked_fill(official == config.codebook_size, TOKEN_IGNORE_INDEX)
+    assert (official == TOKEN_IGNORE_INDEX).sum() == 18
+    assert torch.equal(targets, official)
+
+
+def cityscapes_labels() -> dict:
+    names = preset_class_names("cityscapes")
+    return {"id2label": dict(enumerate(names)), "label2id": {name: index for index, name in enumerate(names)}}
+
+
+def test_a_model_with_the_dvae_trains_and_predicts_on_the_official_route():
+    tokenizer = official_dalle_tiny()
+    config = tiny_gss_config(
+        codebook_size=8192, tokenizer_type="dalle", maskige_route="official_2x",
+        tokenizer_config={**tokenizer.tokenizer_config, "decode_tile_size": 4},
+    )  # fmt: skip
+    model = GSSForSemanticSegmentation(config)
+    model.load_tokenizer(tokenizer)
+    pixel_values = torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(6))
+    labels = torch.randint(0, NUM_TINY_LABELS, (1, 32, 48), generator=torch.Generator().manual_seed(7))
+    loss = model.train()(pixel_values, labels=labels).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(parameter.grad is None for parameter in model.tokenizer.parameters())
+    with torch.no_grad():
+        prediction = model.eval()(pixel_values)
+    assert prediction.token_ids.shape == (1, 8, 12) and prediction.logits.shape == (1, NUM_TINY_LABELS, 32, 48)
+
+
+def test_a_config_of_another_codebook_size_cannot_take_openais_dvae():
+    with pytest.raises(StrictDataclassClassValidationError, match=r"`tokenizer_config\['vocab_size'\]` \(8192\) must equal `codebook_size` \(1024\)"):
+        GSSConfig(tokenizer_type="dalle", maskige_route="official_2x", codebook_size=1024)
+    tokenizer = official_dalle_tiny()
+    config = tiny_gss_config(codebook_size=1024, tokenizer_type="dalle", maskige_route="official_2x",
+                             tokenizer_config={**tokenizer.tokenizer_config, "vocab_size": 1024})  # fmt: skip
+    with pytest.raises(ValueError, match="The tokenizer has 8192 codes but `config.codebook_size` is 1024"):
+        GSSForSemanticSegmentation(config).load_tokenizer(tokenizer)

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from gss_hf import GSSForSemanticSegmentation
+from gss_hf import DalleTokenizer, GSSForSemanticSegmentation
 from gss_hf.label_spec import LabelSpec
 from tiny_models import NUM_TINY_LABELS, tiny_gss_config
 from training import cli
@@ -227,6 +227,22 @@ def test_tokenizer_reconstruction_evaluation(tiny_tokenizer, tiny_config_dir, ti
     saved = json.loads((tiny_tokenizer / "eval_results.json").read_text())
     assert rerun["mean_iou"] == pytest.approx(saved["mean_iou"])
     assert rerun["live_codes"] == saved["live_codes"]
+
+
+def test_reconstruction_evaluation_runs_with_the_dalle_dvae_on_the_official_route(tiny_data, tmp_path, capsys):
+    """What a user with OpenAI's weights runs to measure the paper's "DALL-E + maskige" bound; random weights here,
+    so this checks function only: the dVAE loads from its folder and every val map is scored through the route."""
+    from training.evaluate_gss import main
+
+    settings = {"n_hid": 16, "n_blk_per_group": 1, "n_init": 16, "vocab_size": 64}
+    config = tiny_gss_config(tokenizer_type="dalle", maskige_route="official_2x", tokenizer_config=settings)
+    config.save_pretrained(tmp_path / "config")
+    torch.manual_seed(0)
+    DalleTokenizer.from_gss_config(config).save_pretrained(tmp_path / "dvae")
+    scores = main(["--tokenizer_path", str(tmp_path / "dvae"), "--config_name", str(tmp_path / "config"),
+                   "--data_dir", str(tiny_data), "--void_value", str(VOID)])  # fmt: skip
+    assert 0.0 <= scores["mean_iou"] <= 1.0 and 1 <= scores["live_codes"] <= 64
+    assert json.loads(capsys.readouterr().out)["mean_iou"] == scores["mean_iou"]
 
 
 @pytest.mark.parametrize(
