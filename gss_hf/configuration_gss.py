@@ -87,7 +87,7 @@ def default_dalle_tokenizer_config(**overrides) -> dict:
         "n_init": 128,
         "input_channels": 3,
         "output_channels": 3,
-        "decode_tile_size": 32,
+        "decode_tile_size": 64,
     }
     unknown = sorted(set(overrides) - set(settings))
     if unknown:

@@ -10,9 +10,10 @@ README = (REPO / "README.md").read_text()
 BASH_BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
 
 
-def test_first_command_installs_pinned_and_segments_the_example_photo():
+def test_first_command_makes_a_virtual_environment_installs_pinned_and_segments_the_example_photo():
     first = BASH_BLOCKS[0].strip()
-    assert first.startswith("pip install torch==2.13.0 && pip install torch==2.13.0 -e ")
+    assert first.startswith("python -m venv .venv && . .venv/bin/activate && ")
+    assert "&& pip install torch==2.13.0 && pip install torch==2.13.0 -e " in first
     example = re.search(r"gss-segment (\S+)", first).group(1)
     assert (REPO / example).is_file()
 
@@ -27,4 +28,18 @@ def test_every_linked_file_exists():
     local = [link for link in links if not link.startswith("http")]
     assert local
     missing = [link for link in local if not (REPO / link).exists()]
+    assert not missing
+
+
+def test_every_test_the_reliability_table_names_exists():
+    section = README[README.index("## Reliability") : README.index("## Results on CamVid")]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "::" in line]
+    assert len(rows) >= 20
+    named = []
+    for row in rows:
+        test_file = None
+        for file_name, test_name in re.findall(r"`(test_\w+\.py)?::(test_\w+)`", row.split("|")[-2]):
+            test_file = file_name or test_file
+            named.append((test_file, test_name))
+    missing = [(file, name) for file, name in named if f"def {name}(" not in (REPO / "tests" / file).read_text()]
     assert not missing
