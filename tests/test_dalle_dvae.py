@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from gss_hf import DalleTokenizer, GSSForSemanticSegmentation
+from gss_hf import DalleTokenizer, GSSForSemanticSegmentation, default_dalle_tokenizer_config
 from gss_hf.modeling_dalle_dvae import convert_openai_state_dict
 from gss_hf.modeling_gss_tokenizer import TOKENIZER_TYPES, build_tokenizer
 from tiny_models import tiny_gss_config
@@ -185,8 +185,7 @@ def test_from_openai_pickles_reads_torch_saved_package_modules(tmp_path):
     settings = {"n_hid": 16, "n_blk_per_group": 2, "vocab_size": 128, "n_init": 8}
     encoder_path, decoder_path, encoder, decoder = save_package_pickles(tmp_path, **settings)
     tokenizer = DalleTokenizer.from_openai_pickles(encoder_path, decoder_path).eval()
-    defaults = {"group_count": 4, "input_channels": 3, "output_channels": 3, "decode_tile_size": 32}
-    assert tokenizer.tokenizer_config == settings | defaults
+    assert tokenizer.tokenizer_config == default_dalle_tokenizer_config(**settings)
     expected = port_of(encoder, decoder, **settings).state_dict()
     assert all(torch.equal(tensor, expected[key]) for key, tensor in tokenizer.state_dict().items())
     maskige = random_maskige(1, 32, 40)
