@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .configuration_gss import DALLE_TOKENIZER, GSSConfig, default_dalle_tokenizer_config
-from .maskige import check_index_map, check_maskige, maskige_to_tokenizer_pixels, tokenizer_pixels_to_maskige
+from .maskige import check_maskige, maskige_to_tokenizer_pixels, tokenizer_pixels_to_maskige
 from .modeling_gss_tokenizer import GSSTokenizer, TokenizerTrainingOutput, register_tokenizer_type
 
 
@@ -469,7 +469,7 @@ class DalleTokenizer(GSSTokenizer):
         grow with the image (the official code runs out of GPU memory on Cityscapes at batch 1); tiles bound the
         memory whatever the image size.
         """
-        self._check_token_ids(token_ids)
+        self.check_token_ids(token_ids)
         return self._decode_in_tiles(token_ids, self.tokenizer_config["decode_tile_size"], self.decode_margin)
 
     def _decode_in_tiles(self, token_ids: torch.LongTensor, tile_size: int, margin: int) -> torch.Tensor:
@@ -593,14 +593,6 @@ class DalleTokenizer(GSSTokenizer):
             module.load_state_dict(state_dict, strict=True)
         except RuntimeError as error:
             raise ValueError(f"The weights of {source} do not fit a {type(module).__name__}: {error}") from error
-
-    def _check_token_ids(self, token_ids: torch.Tensor) -> None:
-        check_index_map(token_ids, "token_ids", "integer codebook indices")
-        if token_ids.min() < 0 or token_ids.max() >= self.codebook_size:
-            raise ValueError(
-                f"`token_ids` must be in 0..{self.codebook_size - 1} (the codebook size), got values in "
-                f"{int(token_ids.min())}..{int(token_ids.max())}."
-            )
 
 
 def _tile_spans(length: int, tile_size: int, margin: int):
