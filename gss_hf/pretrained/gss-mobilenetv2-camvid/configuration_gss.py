@@ -27,10 +27,13 @@ from .maskige import (
 
 InverseType = Literal["nearest", "least_squares", "learned"]
 PriorHeadType = Literal["mla", "plain"]
+MaskigeRoute = Literal["direct", "official_2x"]
 INVERSE_TYPES = get_args(InverseType)
 PRIOR_HEAD_TYPES = get_args(PriorHeadType)
-# The tokenizer whose `tokenizer_config` this config knows how to fill in and check.
+# The tokenizers whose `tokenizer_config` this config knows how to fill in and check: the diffusers `VQModel`
+# trained here, and OpenAI's DALL-E dVAE (the paper's frozen posterior).
 VQMODEL_TOKENIZER = "vqmodel"
+DALLE_TOKENIZER = "dalle"
 
 # Backbones without a transformers `Backbone` class give their multi-level features through `hidden_states`;
 # these are the hidden states at strides 4, 8, 16 and 32.
@@ -65,6 +68,32 @@ def default_tokenizer_config(
         "num_vq_embeddings": codebook_size,
         "mid_block_add_attention": False,
     }
+
+
+def default_dalle_tokenizer_config(**overrides) -> dict:
+    """The hyperparameters of OpenAI's released DALL-E dVAE (the `dall-e` 0.1 package's), any of them overridden.
+
+    `group_count` groups of `n_blk_per_group` residual blocks, each group but the last halving (encoder) or doubling
+    (decoder) the resolution: a 2 ** (group_count - 1) = 8x grid of `vocab_size` codes. The decoder starts from
+    `n_init` channels and outputs 2 x `output_channels` maps, of which the first `output_channels` are the colours.
+    `decode_tile_size` (token rows and columns per tile, 0 for none) bounds the decoder's memory; tiles overlap by
+    its receptive field, so the result equals whole-image decoding.
+    """
+    settings = {
+        "group_count": 4,
+        "n_hid": 256,
+        "n_blk_per_group": 2,
+        "vocab_size": 8192,
+        "n_init": 128,
+        "input_channels": 3,
+        "output_channels": 3,
+        "decode_tile_size": 64,
+    }
+    unknown = sorted(set(overrides) - set(settings))
+    if unknown:
+        raise ValueError(f"Unknown DALL-E dVAE settings {unknown}; the settings are {sorted(settings)}.")
+    settings.update(overrides)
+    return settings
 
 
 # Single-field rules. `@strict` runs a field's type check, then these, whenever the field is set (at creation and
@@ -151,13 +180,22 @@ class GSSConfig(PreTrainedConfig):
             Number of tokenizer codes V.
         token_stride (`int`, *optional*, defaults to 4):
             Down-sampling factor from image to token grid (the paper's tokens are at 1/4).
+        maskige_route (`Literal["direct", "official_2x"]`, *optional*, defaults to `"direct"`):
+            How label maps reach the token grid. `"direct"`, gss_hf's own: the tokenizer down-samples
+            `token_stride` itself, and only the unlabelled pixels of partly labelled patches are filled (see
+            `fill_unlabelled_pixels`). `"official_2x"`, the official code's with DALL-E's 8x dVAE: label maps are
+            up-sampled 2x (one-hot with the ignore label as an extra class, bilinear, argmax), every unlabelled
+            pixel takes the auxiliary prediction there, and a token is ignored when its 8x8 patch of the up-sampled
+            map is wholly unlabelled; at inference the decoded maskige is at 2x the photo, X^-1 reads it there and
+            the class scores are resized back. The tokenizer down-samples `token_stride` x 2 on that route.
         tokenizer_type (`str`, *optional*, defaults to `"vqmodel"`):
-            Which tokenizer (latent posterior) the model builds, through `gss_hf`'s tokenizer registry; `"vqmodel"`
-            is the diffusers `VQModel` trained here. Any non-empty name is accepted here: the registry, not the
-            config, knows which names exist.
+            Which tokenizer (latent posterior) the model builds, through `gss_hf`'s tokenizer registry: `"vqmodel"`
+            is the diffusers `VQModel` trained here, `"dalle"` OpenAI's DALL-E dVAE. Any non-empty name is
+            accepted here: the registry, not the config, knows which names exist.
         tokenizer_config (`dict`, *optional*):
             Keyword arguments of the tokenizer. For `"vqmodel"`: those of the diffusers `VQModel`, checked against
-            `codebook_size` and `token_stride`, and defaulting to `default_tokenizer_config`.
+            `codebook_size` and `token_stride`, and defaulting to `default_tokenizer_config`. For `"dalle"`: the
+            dVAE's hyperparameters, defaulting to `default_dalle_tokenizer_config()` (the released weights').
         prior_head_type (`Literal["mla", "plain"]`, *optional*, defaults to `"mla"`):
             `"mla"`: the prior head aggregates every backbone level (the paper's multi-level aggregation).
             `"plain"`: it reads the deepest level only, the rest of the head unchanged (the paper's "+ MLA" ablation).
@@ -238,6 +276,7 @@ class GSSConfig(PreTrainedConfig):
     ignore_index: int = IGNORE_INDEX
     codebook_size: int = positive_int(default=8192)
     token_stride: int = power_of_two(default=4)
+    maskige_route: MaskigeRoute = "direct"
     tokenizer_type: str = non_empty_name(default=VQMODEL_TOKENIZER)
     tokenizer_config: dict | None = None
     prior_head_type: PriorHeadType = "mla"
@@ -272,7 +311,11 @@ class GSSConfig(PreTrainedConfig):
         if self.backbone_hidden_state_indices is None:
             self.backbone_hidden_state_indices = DEFAULT_HIDDEN_STATE_LEVELS.get(self.backbone_config.model_type)
         if self.tokenizer_config is None and self.tokenizer_type == VQMODEL_TOKENIZER:
-            self.tokenizer_config = default_tokenizer_config(self.codebook_size, self.token_stride)
+            self.tokenizer_config = default_tokenizer_config(self.codebook_size, self.tokenizer_stride)
+        elif self.tokenizer_type == DALLE_TOKENIZER and isinstance(self.tokenizer_config, (dict, type(None))):
+            # Settings not given are the released weights' (an unknown one is refused here, by name), so that a
+            # `codebook_size` other than their 8192 codes is refused unless `vocab_size` says so too.
+            self.tokenizer_config = default_dalle_tokenizer_config(**(self.tokenizer_config or {}))
         # `@strict` runs `validate()` (every `validate_*` method) once this returns.
 
     def _resolve_palette(self) -> None:
@@ -333,26 +376,39 @@ class GSSConfig(PreTrainedConfig):
         if self.inverse_type == "least_squares" and self.num_labels < 3:
             raise ValueError("`inverse_type='least_squares'` needs at least 3 classes (a rank-3 palette).")
 
+    @property
+    def tokenizer_stride(self) -> int:
+        """The tokenizer's own down-sampling factor: `token_stride`, twice that on the "official_2x" route."""
+        return self.token_stride * (2 if self.maskige_route == "official_2x" else 1)
+
     def validate_tokenizer(self) -> None:
-        """The `VQModel` arguments against `codebook_size` and `token_stride`; other tokenizer types' settings are
-        their registry's business."""
-        if self.tokenizer_type != VQMODEL_TOKENIZER:
+        """The `VQModel` or dVAE settings against `codebook_size`, `token_stride` and `maskige_route`; other
+        tokenizer types' settings are their registry's business."""
+        if self.tokenizer_type not in (VQMODEL_TOKENIZER, DALLE_TOKENIZER):
             return
-        vq = self.tokenizer_config
-        if not isinstance(vq, dict):
-            raise ValueError(f"`tokenizer_config` must be a dict of `VQModel` arguments, got {type(vq).__name__}.")
-        if vq.get("num_vq_embeddings") != self.codebook_size:
+        settings = self.tokenizer_config
+        if not isinstance(settings, dict):
             raise ValueError(
-                f"`tokenizer_config['num_vq_embeddings']` ({vq.get('num_vq_embeddings')}) must equal "
-                f"`codebook_size` ({self.codebook_size})."
+                f"`tokenizer_config` must be a dict of {self.tokenizer_type!r} tokenizer arguments, got "
+                f"{type(settings).__name__}."
             )
-        if vq.get("in_channels", 3) != 3 or vq.get("out_channels", 3) != 3:
-            raise ValueError("`tokenizer_config` must map 3-channel maskiges to 3-channel maskiges.")
-        blocks = vq.get("block_out_channels", (64,))
-        if 2 ** (len(blocks) - 1) != self.token_stride:
+        if self.tokenizer_type == DALLE_TOKENIZER:
+            codes_key, channel_keys, levels = "vocab_size", ("input_channels", "output_channels"), "group_count"
+            factor = 2 ** (settings.get("group_count", 4) - 1)
+        else:
+            codes_key, channel_keys, levels = "num_vq_embeddings", ("in_channels", "out_channels"), "block_out_channels"
+            factor = 2 ** (len(settings.get("block_out_channels", (64,))) - 1)
+        if settings.get(codes_key) != self.codebook_size:
             raise ValueError(
-                f"`tokenizer_config['block_out_channels']` has {len(blocks)} levels, a down-sampling factor of "
-                f"{2 ** (len(blocks) - 1)}, but `token_stride` is {self.token_stride}."
+                f"`tokenizer_config[{codes_key!r}]` ({settings.get(codes_key)}) must equal `codebook_size` "
+                f"({self.codebook_size})."
+            )
+        if any(settings.get(key, 3) != 3 for key in channel_keys):
+            raise ValueError("`tokenizer_config` must map 3-channel maskiges to 3-channel maskiges.")
+        if factor != self.tokenizer_stride:
+            raise ValueError(
+                f"`tokenizer_config[{levels!r}]` gives a down-sampling factor of {factor}, but `token_stride` "
+                f"({self.token_stride}) with `maskige_route` {self.maskige_route!r} needs {self.tokenizer_stride}."
             )
 
     def validate_backbone(self) -> None:
@@ -397,4 +453,4 @@ class GSSConfig(PreTrainedConfig):
 AutoConfig.register(GSSConfig.model_type, GSSConfig, exist_ok=True)
 GSSConfig.register_for_auto_class()
 
-__all__ = ["GSSConfig", "default_tokenizer_config"]
+__all__ = ["GSSConfig", "default_dalle_tokenizer_config", "default_tokenizer_config"]

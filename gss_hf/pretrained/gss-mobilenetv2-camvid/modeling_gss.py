@@ -21,7 +21,8 @@ from transformers.models.swin.modeling_swin import SwinRelativePositionBias
 from transformers.utils import ModelOutput, logging
 
 from .configuration_gss import GSSConfig
-from .maskige import check_labels, paint_maskige
+from .maskige import check_labels, paint_maskige, upsample_labels_2x
+from .modeling_dalle_dvae import DalleTokenizer  # noqa: F401  (registers tokenizer_type "dalle")
 from .modeling_gss_inverse import build_inverse
 from .modeling_gss_prior import GSSAuxiliaryHead, GSSBackbone, GSSPriorHead
 from .modeling_gss_tokenizer import GSSTokenizer, build_tokenizer
@@ -260,9 +261,13 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         self, token_features: torch.Tensor, auxiliary_logits: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stage II loss (total, token, auxiliary): token cross-entropy against the tokenised (filled) label map and
-        auxiliary pixel cross-entropy, each averaged over its non-ignored entries."""
+        auxiliary pixel cross-entropy, each averaged over its non-ignored entries. On the "official_2x" route both
+        use the label map up-sampled 2x, the maskige size, as the official code does."""
+        config = self.config
+        if config.maskige_route == "official_2x":
+            labels = upsample_labels_2x(labels)
         upsampled = nn.functional.interpolate(auxiliary_logits, size=labels.shape[-2:], mode="bilinear")
-        auxiliary_loss = masked_cross_entropy(upsampled, labels, self.config.ignore_index)
+        auxiliary_loss = masked_cross_entropy(upsampled, labels, config.ignore_index)
         targets = self.token_targets(labels, upsampled.argmax(dim=1))
         weight, bias = self.prior_head.classifier_weight_and_bias
         token_loss = chunked_token_cross_entropy(token_features, weight, bias, targets, self.config.token_chunk_size)
@@ -275,21 +280,27 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
 
         See `fill_unlabelled_pixels`: the tokenizer sees the label map completed by `fill` wherever a token has
         labelled pixels, so the prior is never taught to "predict unlabelled"; a token is ignored only when its
-        whole token_stride x token_stride patch is unlabelled. With `config.fill_unlabelled_with_auxiliary` off
-        (the ablation) the map is tokenised as painted, ignore colour included, and no token is ignored.
+        whole patch (`config.tokenizer_stride` pixels square) is unlabelled. With
+        `config.fill_unlabelled_with_auxiliary` off (the ablation) the map is tokenised as painted, ignore colour
+        included, and no token is ignored.
 
         Args:
-            labels: (batch, H, W) class ids or `config.ignore_index`, already checked by `forward`.
+            labels: (batch, H, W) class ids or `config.ignore_index`, already checked by `forward`, at the
+                tokenizer's resolution (up-sampled 2x on the "official_2x" route).
             fill: (batch, H, W) class ids (the auxiliary head's argmax) for the unlabelled pixels.
 
         Returns:
-            (batch, H / token_stride, W / token_stride) codebook indices, `TOKEN_IGNORE_INDEX` (-100) where ignored.
+            (batch, H / tokenizer_stride, W / tokenizer_stride) codebook indices, `TOKEN_IGNORE_INDEX` (-100) where
+            ignored.
         """
         config = self.config
         if not config.fill_unlabelled_with_auxiliary:
             painted = paint_maskige(labels, config.palette, config.ignore_color, config.ignore_index)
             return self.tokenizer.encode(painted)
-        filled, fully_unlabelled = fill_unlabelled_pixels(labels, fill, config.token_stride, config.ignore_index)
+        filled, fully_unlabelled = fill_unlabelled_pixels(
+            labels, fill, config.tokenizer_stride, config.ignore_index,
+            fill_unlabelled_patches=config.maskige_route == "official_2x",
+        )  # fmt: skip
         maskige = paint_maskige(filled, config.palette, config.ignore_color, config.ignore_index)
         return self.tokenizer.encode(maskige).masked_fill(fully_unlabelled, TOKEN_IGNORE_INDEX)
 
@@ -440,30 +451,33 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_inde
 
 
 def fill_unlabelled_pixels(
-    labels: torch.Tensor, fill: torch.Tensor, token_stride: int, ignore_index: int
+    labels: torch.Tensor, fill: torch.Tensor, patch_size: int, ignore_index: int, fill_unlabelled_patches: bool = False
 ) -> tuple[torch.Tensor, torch.BoolTensor]:
     """Completes label maps before they are tokenised.
 
-    Unlabelled pixels of every token patch that has at least one labelled pixel take the `fill` class; patches
-    with no labelled pixel keep the ignore index (painted in the ignore colour, which the tokenizer was trained on).
-    Their tokens are ignored by the loss anyway, and filling them too would make the targets of *other* tokens depend
-    on predictions inside wholly unlabelled areas: the tokenizer's receptive field and its GroupNorm statistics
-    reach across the map.
+    Unlabelled pixels of every token patch that has at least one labelled pixel take the `fill` class. Patches with
+    no labelled pixel keep the ignore index (painted in the ignore colour, which the tokenizer was trained on)
+    unless `fill_unlabelled_patches` (the official code's rule, route "official_2x"). Their tokens are ignored by
+    the loss either way; gss_hf's own route leaves them unfilled because filling them makes the targets of *other*
+    tokens depend on predictions inside wholly unlabelled areas (the tokenizer's receptive field and its GroupNorm
+    statistics reach across the map).
 
     Args:
-        labels: (batch, H, W) class ids or `ignore_index`; H and W multiples of `token_stride`.
+        labels: (batch, H, W) class ids or `ignore_index`; H and W multiples of `patch_size`.
         fill: (batch, H, W) class ids.
+        patch_size: the side of one token's patch, the tokenizer's down-sampling factor.
 
     Returns:
-        The filled (batch, H, W) labels and the (batch, H / token_stride, W / token_stride) mask of tokens whose
-        patch is wholly unlabelled.
+        The filled (batch, H, W) labels and the (batch, H / patch_size, W / patch_size) mask of tokens whose patch
+        is wholly unlabelled.
     """
     unlabelled = labels == ignore_index
-    labelled_fraction = nn.functional.avg_pool2d((~unlabelled)[:, None].float(), token_stride)[:, 0]
+    labelled_fraction = nn.functional.avg_pool2d((~unlabelled)[:, None].float(), patch_size)[:, 0]
     fully_unlabelled = labelled_fraction == 0
-    in_partly_labelled_patch = ~fully_unlabelled.repeat_interleave(token_stride, 1).repeat_interleave(token_stride, 2)
-    filled = torch.where(unlabelled & in_partly_labelled_patch, fill.to(labels.dtype), labels)
-    return filled, fully_unlabelled
+    to_fill = unlabelled
+    if not fill_unlabelled_patches:
+        to_fill = to_fill & ~fully_unlabelled.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2)
+    return torch.where(to_fill, fill.to(labels.dtype), labels), fully_unlabelled
 
 
 def _resize_to(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

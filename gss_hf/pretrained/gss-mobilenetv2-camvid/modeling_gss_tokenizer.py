@@ -14,6 +14,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from .configuration_gss import GSSConfig
+from .maskige import check_index_map
 
 
 @dataclass
@@ -85,6 +86,16 @@ class GSSTokenizer(nn.Module, abc.ABC):
     def forward(self, maskige: torch.Tensor, reconstruction_weight: float) -> TokenizerTrainingOutput:
         """The stage-I training pass of a (batch, 3, H, W) maskige, differentiable with respect to the tokenizer.
         It is `forward` (not a method of its own) so that distributed wrappers see it."""
+
+    def check_token_ids(self, token_ids: torch.Tensor) -> None:
+        """Raises `ValueError` unless `token_ids` (batch, h, w) are integer codes in 0..codebook_size-1; `decode`
+        implementations call it, since an out-of-range code would index past the codebook."""
+        check_index_map(token_ids, "token_ids", "integer codebook indices")
+        if token_ids.min() < 0 or token_ids.max() >= self.codebook_size:
+            raise ValueError(
+                f"`token_ids` must be in 0..{self.codebook_size - 1} (the codebook size), got values in "
+                f"{int(token_ids.min())}..{int(token_ids.max())}."
+            )
 
     @abc.abstractmethod
     def reseed_dead_codes(

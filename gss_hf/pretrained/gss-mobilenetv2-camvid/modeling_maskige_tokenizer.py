@@ -18,7 +18,7 @@ from diffusers import VQModel
 from torch import nn
 
 from .configuration_gss import GSSConfig
-from .maskige import check_index_map, check_maskige, maskige_to_tokenizer_pixels, tokenizer_pixels_to_maskige
+from .maskige import check_maskige, maskige_to_tokenizer_pixels, tokenizer_pixels_to_maskige
 from .modeling_gss_tokenizer import GSSTokenizer, TokenizerTrainingOutput, register_tokenizer_type
 
 
@@ -135,7 +135,7 @@ class MaskigeTokenizer(GSSTokenizer):
 
     def decode(self, token_ids: torch.LongTensor) -> torch.Tensor:
         """Token ids (batch, h, w) -> maskige (batch, 3, h * token_stride, w * token_stride), float in 0..255."""
-        self._check_token_ids(token_ids)
+        self.check_token_ids(token_ids)
         batch, height, width = token_ids.shape
         quantized = self.vqmodel.quantize.get_codebook_entry(
             token_ids.reshape(-1), (batch, height, width, self.codebook_dim)
@@ -171,14 +171,6 @@ class MaskigeTokenizer(GSSTokenizer):
             decoder_logits=logits,
             quantization_loss=quantization_loss,
         )
-
-    def _check_token_ids(self, token_ids: torch.Tensor) -> None:
-        check_index_map(token_ids, "token_ids", "integer codebook indices")
-        if token_ids.min() < 0 or token_ids.max() >= self.codebook_size:
-            raise ValueError(
-                f"`token_ids` must be in 0..{self.codebook_size - 1} (the codebook size), got values in "
-                f"{int(token_ids.min())}..{int(token_ids.max())}."
-            )
 
 
 def _as_list(value):
