@@ -123,8 +123,11 @@ def convert_mmseg_swin_state_dict(
     entries = _backbone_entries(state_dict, prefix)
     read = swin_config_from_state_dict(state_dict, prefix)
     fields = ("embed_dim", "depths", "num_heads", "window_size", "patch_size")
-    mismatched = {field: (getattr(config, field), getattr(read, field)) for field in fields}
-    mismatched = {field: pair for field, pair in mismatched.items() if pair[0] != pair[1]}
+    mismatched = {
+        field: (getattr(config, field), getattr(read, field))
+        for field in fields
+        if getattr(config, field) != getattr(read, field)
+    }
     if mismatched:
         raise ValueError(f"`config` does not describe this state dict; (config, state dict) values: {mismatched}")
     converted = {
