@@ -26,6 +26,13 @@ from .maskige import (
 from .modeling_dalle_dvae import DalleTokenizer
 from .modeling_gss import GSSForSemanticSegmentation, GSSPreTrainedModel, GSSSemanticSegmenterOutput
 from .modeling_maskige_tokenizer import MaskigeTokenizer, MaskigeTokenizerOutput
+from .modeling_resnet_v1c import (
+    ResNetV1cBackbone,
+    ResNetV1cConfig,
+    ResNetV1cPreTrainedModel,
+    convert_mmseg_resnet_state_dict,
+    resnet_v1c_config_from_state_dict,
+)
 from .presets import GSS_PRESETS
 
 
@@ -42,8 +49,12 @@ __all__ = [
     "IGNORE_INDEX",
     "MaskigeTokenizer",
     "MaskigeTokenizerOutput",
+    "ResNetV1cBackbone",
+    "ResNetV1cConfig",
+    "ResNetV1cPreTrainedModel",
     "class_scores_least_squares",
     "class_scores_nearest_color",
+    "convert_mmseg_resnet_state_dict",
     "default_dalle_tokenizer_config",
     "default_tokenizer_config",
     "generate_palette",
@@ -52,6 +63,7 @@ __all__ = [
     "maskige_to_tokenizer_pixels",
     "min_pairwise_distance",
     "preset_palette",
+    "resnet_v1c_config_from_state_dict",
     "tokenizer_pixels_to_maskige",
     "upsample_labels_2x",
 ]
