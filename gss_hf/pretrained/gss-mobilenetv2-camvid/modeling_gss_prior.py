@@ -12,6 +12,7 @@ from transformers import AutoBackbone, AutoModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
 
 from .configuration_gss import GSSConfig
+from .modeling_resnet_v1c import ResNetV1cBackbone  # noqa: F401 (registers the backbone)
 from .modeling_window_transformer import WindowTransformer
 
 
