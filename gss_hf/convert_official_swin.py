@@ -46,6 +46,28 @@ BLOCK_RENAMES = {
 }
 
 
+def pop_mmseg_swin_block(
+    entries: dict[str, torch.Tensor], source_prefix: str, target_prefix: str
+) -> dict[str, torch.Tensor]:
+    """Removes one mmseg `SwinBlock` (keys under `source_prefix`) from `entries` and returns it as a transformers
+    `SwinLayer` state dict under `target_prefix`: the fused qkv split into `q_proj`, `k_proj`, `v_proj`, the other
+    parameters renamed (`BLOCK_RENAMES`), the `relative_position_index` buffer dropped (transformers recomputes the
+    same one). Used for the backbone's blocks and for the official GSS head's `transformer_block`."""
+    converted = {}
+    entries.pop(source_prefix + "attn.w_msa.relative_position_index", None)
+    for suffix in ("weight", "bias"):
+        fused = entries.pop(f"{source_prefix}attn.w_msa.qkv.{suffix}", None)
+        if fused is not None:
+            for projection, rows in zip(("q_proj", "k_proj", "v_proj"), fused.chunk(3, dim=0)):
+                converted[f"{target_prefix}attention.{projection}.{suffix}"] = rows
+    for name in [name for name in entries if name.startswith(source_prefix)]:
+        local = name[len(source_prefix) :]
+        for source, target in BLOCK_RENAMES.items():
+            if local.startswith(source):
+                converted[target_prefix + target + local[len(source) :]] = entries.pop(name)
+    return converted
+
+
 def _backbone_entries(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries under `prefix`, with it stripped; ValueError naming what is missing when there are none."""
     entries = {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
@@ -140,19 +162,9 @@ def convert_mmseg_swin_state_dict(
         stage_prefix = f"stages.{stage}."
         target_stage = f"swin.encoder.layers.{stage}."
         for block in range(depth):
-            block_prefix = f"{stage_prefix}blocks.{block}."
-            target_block = f"{target_stage}blocks.{block}."
-            entries.pop(block_prefix + "attn.w_msa.relative_position_index")
-            for suffix in ("weight", "bias"):
-                fused = entries.pop(f"{block_prefix}attn.w_msa.qkv.{suffix}", None)
-                if fused is not None:
-                    for projection, rows in zip(("q_proj", "k_proj", "v_proj"), fused.chunk(3, dim=0)):
-                        converted[f"{target_block}attention.{projection}.{suffix}"] = rows
-            for name in [name for name in entries if name.startswith(block_prefix)]:
-                local = name[len(block_prefix) :]
-                for source, target in BLOCK_RENAMES.items():
-                    if local.startswith(source):
-                        converted[target_block + target + local[len(source) :]] = entries.pop(name)
+            converted.update(
+                pop_mmseg_swin_block(entries, f"{stage_prefix}blocks.{block}.", f"{target_stage}blocks.{block}.")
+            )
         if stage < len(config.depths) - 1:
             order = _unfold_to_transformers_order(int(config.embed_dim * 2**stage))
             reduction = entries.pop(f"{stage_prefix}downsample.reduction.weight")

@@ -18,14 +18,17 @@ SWIN_LARGE = {
     "drop_path_rate": 0.3,
     "out_features": ["stage1", "stage2", "stage3", "stage4"],
 }
-# The official ResNet-101 is dilated (output stride 8); transformers' ResNet is not, which the head absorbs since
-# it resizes every level to stride 4 anyway.
+# The official Cityscapes ResNet-101: mmseg's ResNetV1c (deep stem), dilated to output stride 8 (see
+# modeling_resnet_v1c.py).
 RESNET_101 = {
-    "model_type": "resnet",
-    "layer_type": "bottleneck",
-    "embedding_size": 64,
-    "hidden_sizes": [256, 512, 1024, 2048],
+    "model_type": "resnet_v1c",
+    "depth": 101,
     "depths": [3, 4, 23, 3],
+    "stem_channels": 64,
+    "base_channels": 64,
+    "strides": [1, 2, 1, 1],
+    "dilations": [1, 1, 2, 4],
+    "contract_dilation": True,
     "out_features": ["stage1", "stage2", "stage3", "stage4"],
 }
 # transformers' MobileNetV2 computing exactly what torchvision's `mobilenet_v2()` computes, whose ImageNet weights
@@ -69,6 +72,8 @@ def _paper_preset(dataset: str, backbone: dict, prior_depth: int, inverse_type: 
         "prior_depth": prior_depth,
         "inverse_type": inverse_type,
         "inverse_depth": 1 if dataset == "cityscapes" else 2,
+        "prior_fuse_norm_activation": True,
+        "nearest_inverse_one_hot": True,
         **_labels(names),
     }
 
