@@ -66,7 +66,8 @@ def main() -> None:
     results = run_rounds(__file__, arguments, list(VARIANTS), args.rounds)
     print(
         f"GSS-FF, {PRESET} (Swin-L, DALL-E dVAE 8192 codes, official 2x route), random weights, batch 1, fp32, "
-        f"torch.inference_mode(), sliding window crop {args.crop} stride {min(args.crop, 512)}, one crop per run; each variant in "
+        f"torch.inference_mode(), sliding window crop {args.crop} stride {min(args.crop, 512)}, one crop per run; "
+        f"each variant in "
         f"{args.rounds} process(es), median of {args.repeats} run(s) after {args.warmup} warm-up; target: peak RSS "
         f"<= {TARGET_MB} MB for the photo; {date.today().isoformat()}\n"
     )

@@ -32,10 +32,10 @@ from safetensors.torch import load_file
 from .configuration_gss import GSSConfig
 from .convert_official_swin import convert_mmseg_swin_state_dict, pop_mmseg_swin_block, swin_config_from_state_dict
 from .image_processing_gss import GSSImageProcessor
-from .modeling_dalle_dvae import _settings_from_shapes, convert_openai_state_dict
+from .modeling_dalle_dvae import dalle_settings_from_shapes, convert_openai_state_dict
 from .modeling_gss import GSSForSemanticSegmentation
 from .modeling_resnet_v1c import convert_mmseg_resnet_state_dict, resnet_v1c_config_from_state_dict
-from .presets import _paper_preset
+from .presets import paper_preset
 
 
 HEAD = "decode_head."
@@ -83,7 +83,7 @@ def _tokenizer_config(state_dict: dict[str, torch.Tensor]) -> dict:
     for part, is_encoder in (("encoder", True), ("decoder", False)):
         prefix = f"{DVAE}{part}."
         tensors = {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
-        for name, value in _settings_from_shapes(tensors, Path(prefix), is_encoder).items():
+        for name, value in dalle_settings_from_shapes(tensors, Path(prefix), is_encoder).items():
             if settings.setdefault(name, value) != value:
                 raise ValueError(f"The dVAE encoder and decoder disagree on `{name}` ({settings[name]}, {value}).")
     return settings
@@ -112,9 +112,11 @@ def official_config(state_dict: dict[str, torch.Tensor], dataset: str) -> GSSCon
     bias_table = _require(state_dict, f"{HEAD}transformer_block.blocks.0.attn.w_msa.relative_position_bias_table")
     depth = 1 + max(int(match[1]) for key in state_dict if (match := BLOCK_KEY.match(key)))
     num_classes = _require(state_dict, HEAD + "conv_seg_pixel.weight").shape[0]
-    settings = _paper_preset(dataset, backbone_config, prior_depth=depth, inverse_type="nearest")
+    settings = paper_preset(dataset, backbone_config, prior_depth=depth, inverse_type="nearest")
     if len(settings["id2label"]) != num_classes:
-        raise ValueError(f"The head predicts {num_classes} classes; the {dataset} palette has {len(settings['id2label'])}.")
+        raise ValueError(
+            f"The head predicts {num_classes} classes; the {dataset} palette has {len(settings['id2label'])}."
+        )
     tokenizer_config = _tokenizer_config(state_dict)
     settings.update(
         codebook_size=_require(state_dict, HEAD + "conv_seg.weight").shape[0],
@@ -124,7 +126,9 @@ def official_config(state_dict: dict[str, torch.Tensor], dataset: str) -> GSSCon
         prior_hidden_size=hidden_size,
         prior_num_heads=bias_table.shape[1],
         prior_window_size=(math.isqrt(bias_table.shape[0]) + 1) // 2,
-        prior_intermediate_size=_require(state_dict, f"{HEAD}transformer_block.blocks.0.ffn.layers.0.0.weight").shape[0],
+        prior_intermediate_size=_require(
+            state_dict, f"{HEAD}transformer_block.blocks.0.ffn.layers.0.0.weight"
+        ).shape[0],
         prior_classifier_channels=_require(state_dict, HEAD + "conv_before_seg.conv.weight").shape[0],
         prior_dropout=OFFICIAL_HEAD_DROPOUT,
     )

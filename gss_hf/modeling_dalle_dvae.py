@@ -309,7 +309,9 @@ def _pickled_dict(module: _PickledModule, key: str, path: Path) -> dict:
     return value
 
 
-def _settings_from_shapes(tensors: dict[str, torch.Tensor], path: Path, is_encoder: bool) -> dict[str, int]:
+def dalle_settings_from_shapes(
+    tensors: dict[str, torch.Tensor], path: Path, is_encoder: bool
+) -> dict[str, int]:
     """The hyperparameters of a dall_e encoder or decoder, read from its parameters' names and shapes."""
     blocks_per_group: dict[int, int] = {}
     for key in tensors:
@@ -553,8 +555,8 @@ class DalleTokenizer(GSSTokenizer):
         """
         encoder_tensors, encoder_gains = _load_openai_pickle(encoder_path, "dall_e.encoder.Encoder")
         decoder_tensors, decoder_gains = _load_openai_pickle(decoder_path, "dall_e.decoder.Decoder")
-        encoder_settings = _settings_from_shapes(encoder_tensors, Path(encoder_path), is_encoder=True)
-        decoder_settings = _settings_from_shapes(decoder_tensors, Path(decoder_path), is_encoder=False)
+        encoder_settings = dalle_settings_from_shapes(encoder_tensors, Path(encoder_path), is_encoder=True)
+        decoder_settings = dalle_settings_from_shapes(decoder_tensors, Path(decoder_path), is_encoder=False)
         different = _differences(
             encoder_settings, decoder_settings, ("vocab_size", "group_count", "n_hid", "n_blk_per_group")
         )
@@ -612,4 +614,5 @@ __all__ = [
     "DalleResidualBlock",
     "DalleTokenizer",
     "convert_openai_state_dict",
+    "dalle_settings_from_shapes",
 ]

@@ -58,7 +58,7 @@ def _labels(names: list[str]) -> dict:
     return {"id2label": dict(enumerate(names)), "label2id": {name: i for i, name in enumerate(names)}}
 
 
-def _paper_preset(dataset: str, backbone: dict, prior_depth: int, inverse_type: str) -> dict:
+def paper_preset(dataset: str, backbone: dict, prior_depth: int, inverse_type: str) -> dict:
     """The paper's settings (spec §2-4) on one of its datasets. Every released model carries OpenAI's DALL-E dVAE as
     its posterior (8192 codes, 8x) and reaches the 1/4 token grid by the official 2x route."""
     names = preset_class_names(dataset) or [f"class_{i}" for i in range(len(preset_palette(dataset)[0]))]
@@ -79,14 +79,14 @@ def _paper_preset(dataset: str, backbone: dict, prior_depth: int, inverse_type: 
 
 
 GSS_PRESETS: dict[str, dict] = {
-    "gss-ff-swin-large": _paper_preset("ade20k", SWIN_LARGE, prior_depth=2, inverse_type="nearest"),
-    "gss-ftw-swin-large": _paper_preset("ade20k", SWIN_LARGE, prior_depth=2, inverse_type="learned"),
-    "gss-ff-swin-large-cityscapes": _paper_preset("cityscapes", SWIN_LARGE, prior_depth=2, inverse_type="nearest"),
-    "gss-ftw-swin-large-cityscapes": _paper_preset("cityscapes", SWIN_LARGE, prior_depth=2, inverse_type="learned"),
-    "gss-ff-swin-large-mseg": _paper_preset("mseg", SWIN_LARGE, prior_depth=2, inverse_type="nearest"),
-    "gss-ftw-swin-large-mseg": _paper_preset("mseg", SWIN_LARGE, prior_depth=2, inverse_type="learned"),
-    "gss-ff-resnet101": _paper_preset("cityscapes", RESNET_101, prior_depth=6, inverse_type="nearest"),
-    "gss-ftw-resnet101": _paper_preset("cityscapes", RESNET_101, prior_depth=6, inverse_type="learned"),
+    "gss-ff-swin-large": paper_preset("ade20k", SWIN_LARGE, prior_depth=2, inverse_type="nearest"),
+    "gss-ftw-swin-large": paper_preset("ade20k", SWIN_LARGE, prior_depth=2, inverse_type="learned"),
+    "gss-ff-swin-large-cityscapes": paper_preset("cityscapes", SWIN_LARGE, prior_depth=2, inverse_type="nearest"),
+    "gss-ftw-swin-large-cityscapes": paper_preset("cityscapes", SWIN_LARGE, prior_depth=2, inverse_type="learned"),
+    "gss-ff-swin-large-mseg": paper_preset("mseg", SWIN_LARGE, prior_depth=2, inverse_type="nearest"),
+    "gss-ftw-swin-large-mseg": paper_preset("mseg", SWIN_LARGE, prior_depth=2, inverse_type="learned"),
+    "gss-ff-resnet101": paper_preset("cityscapes", RESNET_101, prior_depth=6, inverse_type="nearest"),
+    "gss-ftw-resnet101": paper_preset("cityscapes", RESNET_101, prior_depth=6, inverse_type="learned"),
     # Small enough to train every stage on 2 CPU cores: MobileNetV2 (real ImageNet weights exist offline), a
     # narrow 1024-code tokenizer and a narrow head. benchmarks/RESULTS.md has the measurements (its tokenizer
     # comparison, benchmarks/tokenizer_grid.py, trained a wider tokenizer than this one).
@@ -119,4 +119,6 @@ GSS_PRESETS: dict[str, dict] = {
 }
 
 
-__all__ = ["CAMVID_CLASSES", "GSS_PRESETS", "RESNET_101", "SWIN_LARGE", "TORCHVISION_MOBILENET_V2_CONFIG"]
+__all__ = [
+    "CAMVID_CLASSES", "GSS_PRESETS", "RESNET_101", "SWIN_LARGE", "TORCHVISION_MOBILENET_V2_CONFIG", "paper_preset"
+]  # fmt: skip

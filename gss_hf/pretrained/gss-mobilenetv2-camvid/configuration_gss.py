@@ -201,6 +201,11 @@ class GSSConfig(PreTrainedConfig):
             `"plain"`: it reads the deepest level only, the rest of the head unchanged (the paper's "+ MLA" ablation).
         mla_channels (`int`, *optional*, defaults to 384):
             Channels of each level's 1x1 projection in the multi-level aggregation head.
+        prior_fuse_norm_activation (`bool`, *optional*, defaults to `False`):
+            Whether the prior head's fusion of the concatenated levels is a 1x1 conv followed by BatchNorm and ReLU
+            (the official code's `fusion_conv`, a `ConvModule`; `True` in the paper presets and in converted official
+            checkpoints) rather than gss_hf's plain 1x1 conv with bias (the CamVid preset's choice, which keeps the
+            fused features signed before the transformer blocks).
         prior_hidden_size (`int`, *optional*, defaults to 512):
             Width of the fused features and of the shifted-window transformer blocks of the prior head.
         prior_depth (`int`, *optional*, defaults to 2):
@@ -219,6 +224,12 @@ class GSSConfig(PreTrainedConfig):
             Width of the auxiliary K-class pixel head.
         inverse_type (`Literal["nearest", "least_squares", "learned"]`, *optional*, defaults to `"nearest"`):
             X^-1: `"nearest"` colour (GSS-FF), `"least_squares"` or `"learned"` (GSS-FT-W).
+        nearest_inverse_one_hot (`bool`, *optional*, defaults to `False`):
+            With `inverse_type="nearest"`: X^-1 returns the one-hot of the nearest colour (exact squared distances,
+            ties to the lowest class) instead of minus the squared distances. The official GSS-FF test output is that
+            one-hot map, so where it is resized (the "official_2x" route resizes from 2x the photo) its classes are
+            decided by the resized votes; resizing the distances instead changes pixels along class borders. `True` in
+            the paper presets; ignored by the other inverse types.
         inverse_hidden_size (`int`, *optional*, defaults to 128):
             Width of the learned X^-1.
         inverse_depth (`int`, *optional*, defaults to 1):
@@ -281,6 +292,7 @@ class GSSConfig(PreTrainedConfig):
     tokenizer_config: dict | None = None
     prior_head_type: PriorHeadType = "mla"
     mla_channels: int = positive_int(default=384)
+    prior_fuse_norm_activation: bool = False
     prior_hidden_size: int = positive_int(default=512)
     prior_depth: int = positive_int(default=2)
     prior_num_heads: int = positive_int(default=16)
@@ -290,6 +302,7 @@ class GSSConfig(PreTrainedConfig):
     prior_dropout: float | int = dropout_probability(default=0.1)
     auxiliary_channels: int = positive_int(default=384)
     inverse_type: InverseType = "nearest"
+    nearest_inverse_one_hot: bool = False
     inverse_hidden_size: int = positive_int(default=128)
     inverse_depth: int = positive_int(default=1)
     inverse_num_heads: int = positive_int(default=4)

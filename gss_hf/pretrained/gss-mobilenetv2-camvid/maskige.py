@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from .official_palettes import OFFICIAL_PALETTES
 
@@ -266,6 +267,34 @@ def class_scores_nearest_color(maskige: torch.Tensor, palette: torch.Tensor | Co
     cross = torch.einsum("bchw,kc->bkhw", pixels, colors)
     squared_distance = (pixels**2).sum(1, keepdim=True) - 2 * cross + (colors**2).sum(1)[None, :, None, None]
     return -squared_distance
+
+
+def nearest_color_one_hot(maskige: torch.Tensor, palette: torch.Tensor | ColorRows) -> torch.Tensor:
+    """GSS-FF's X^-1 as the official code computes it: the one-hot of the nearest palette colour.
+
+    Distances are the exact `((pixel - colour) ** 2).sum()` (not the expanded form of `class_scores_nearest_color`,
+    whose rounding can flip near-ties), one class at a time so that memory stays at a few (batch, H, W) maps; a tie
+    goes to the lowest class, as `argmin` does.
+
+    Args:
+        maskige: (batch, 3, height, width) colours in 0..255, uint8 or floating.
+        palette: (K, 3) class colours in 0..255.
+
+    Returns:
+        (batch, K, height, width) one-hot votes in the maskige's floating dtype.
+    """
+    check_maskige(maskige)
+    pixels = maskige.float() if not maskige.is_floating_point() else maskige
+    colors = _palette_tensor(palette, pixels.device).to(pixels.dtype)
+    best_distance = torch.full_like(pixels[:, 0], float("inf"))
+    best_class = torch.zeros(best_distance.shape, dtype=torch.long, device=pixels.device)
+    for index, color in enumerate(colors):
+        distance = ((pixels - color[None, :, None, None]) ** 2).sum(1)
+        closer = distance < best_distance
+        best_distance = torch.where(closer, distance, best_distance)
+        best_class = best_class.masked_fill(closer, index)
+    one_hot = nn.functional.one_hot(best_class, len(colors))
+    return one_hot.permute(0, 3, 1, 2).to(pixels.dtype)
 
 
 def least_squares_inverse(palette: torch.Tensor | ColorRows) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """The inverse colour map X^-1: a decoded maskige (batch, 3, H, W) -> class scores (batch, K, H, W).
 
 Three variants, chosen by `config.inverse_type` (spec §2):
-- "nearest" (GSS-FF, training-free, as the official code): minus the squared distance to each class colour;
+- "nearest" (GSS-FF, training-free, as the official code): minus the squared distance to each class colour, or
+  (`config.nearest_inverse_one_hot`) the one-hot of the nearest one, the official test output;
 - "least_squares" (training-free, the paper's printed formula in its usable form): x (beta^T beta)^-1 beta^T;
 - "learned" (GSS-FT-W): a small shifted-window transformer trained on the prior's predicted maskiges, so that it
   learns to correct the prior's typical errors rather than only invert clean colours.
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from .configuration_gss import GSSConfig
-from .maskige import check_maskige, class_scores_least_squares, class_scores_nearest_color
+from .maskige import check_maskige, class_scores_least_squares, class_scores_nearest_color, nearest_color_one_hot
 from .modeling_window_transformer import WindowTransformer
 
 
@@ -24,7 +25,10 @@ class TrainingFreeInverse(nn.Module):
     def __init__(self, config: GSSConfig):
         super().__init__()
         self.palette = config.palette
-        self.scores = self.SCORES[config.inverse_type]
+        if config.inverse_type == "nearest" and config.nearest_inverse_one_hot:
+            self.scores = nearest_color_one_hot
+        else:
+            self.scores = self.SCORES[config.inverse_type]
 
     def forward(self, maskige: torch.Tensor) -> torch.Tensor:
         """(batch, 3, H, W) colours in 0..255 -> (batch, K, H, W) class scores."""

@@ -126,7 +126,13 @@ class GSSPriorHead(nn.Module):
         self.num_levels = len(in_channels) if config.prior_head_type == "mla" else 1
         in_channels = in_channels[-self.num_levels :]
         self.level_projections = nn.ModuleList([ConvNormActivation(c, config.mla_channels) for c in in_channels])
-        self.fuse = nn.Conv2d(config.mla_channels * len(in_channels), config.prior_hidden_size, kernel_size=1)
+        fused_channels = config.mla_channels * len(in_channels)
+        # The official head fuses with conv + BatchNorm + ReLU; gss_hf's own heads keep a plain conv with bias (see
+        # `GSSConfig.prior_fuse_norm_activation`). Both are needed: converted official checkpoints hold the former.
+        if config.prior_fuse_norm_activation:
+            self.fuse = ConvNormActivation(fused_channels, config.prior_hidden_size)
+        else:
+            self.fuse = nn.Conv2d(fused_channels, config.prior_hidden_size, kernel_size=1)
         self.window_transformer = WindowTransformer(
             hidden_size=config.prior_hidden_size,
             depth=config.prior_depth,

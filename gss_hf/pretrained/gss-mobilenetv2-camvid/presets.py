@@ -18,14 +18,17 @@ SWIN_LARGE = {
     "drop_path_rate": 0.3,
     "out_features": ["stage1", "stage2", "stage3", "stage4"],
 }
-# The official ResNet-101 is dilated (output stride 8); transformers' ResNet is not, which the head absorbs since
-# it resizes every level to stride 4 anyway.
+# The official Cityscapes ResNet-101: mmseg's ResNetV1c (deep stem), dilated to output stride 8 (see
+# modeling_resnet_v1c.py).
 RESNET_101 = {
-    "model_type": "resnet",
-    "layer_type": "bottleneck",
-    "embedding_size": 64,
-    "hidden_sizes": [256, 512, 1024, 2048],
+    "model_type": "resnet_v1c",
+    "depth": 101,
     "depths": [3, 4, 23, 3],
+    "stem_channels": 64,
+    "base_channels": 64,
+    "strides": [1, 2, 1, 1],
+    "dilations": [1, 1, 2, 4],
+    "contract_dilation": True,
     "out_features": ["stage1", "stage2", "stage3", "stage4"],
 }
 # transformers' MobileNetV2 computing exactly what torchvision's `mobilenet_v2()` computes, whose ImageNet weights
@@ -55,7 +58,7 @@ def _labels(names: list[str]) -> dict:
     return {"id2label": dict(enumerate(names)), "label2id": {name: i for i, name in enumerate(names)}}
 
 
-def _paper_preset(dataset: str, backbone: dict, prior_depth: int, inverse_type: str) -> dict:
+def paper_preset(dataset: str, backbone: dict, prior_depth: int, inverse_type: str) -> dict:
     """The paper's settings (spec §2-4) on one of its datasets. Every released model carries OpenAI's DALL-E dVAE as
     its posterior (8192 codes, 8x) and reaches the 1/4 token grid by the official 2x route."""
     names = preset_class_names(dataset) or [f"class_{i}" for i in range(len(preset_palette(dataset)[0]))]
@@ -69,19 +72,21 @@ def _paper_preset(dataset: str, backbone: dict, prior_depth: int, inverse_type: 
         "prior_depth": prior_depth,
         "inverse_type": inverse_type,
         "inverse_depth": 1 if dataset == "cityscapes" else 2,
+        "prior_fuse_norm_activation": True,
+        "nearest_inverse_one_hot": True,
         **_labels(names),
     }
 
 
 GSS_PRESETS: dict[str, dict] = {
-    "gss-ff-swin-large": _paper_preset("ade20k", SWIN_LARGE, prior_depth=2, inverse_type="nearest"),
-    "gss-ftw-swin-large": _paper_preset("ade20k", SWIN_LARGE, prior_depth=2, inverse_type="learned"),
-    "gss-ff-swin-large-cityscapes": _paper_preset("cityscapes", SWIN_LARGE, prior_depth=2, inverse_type="nearest"),
-    "gss-ftw-swin-large-cityscapes": _paper_preset("cityscapes", SWIN_LARGE, prior_depth=2, inverse_type="learned"),
-    "gss-ff-swin-large-mseg": _paper_preset("mseg", SWIN_LARGE, prior_depth=2, inverse_type="nearest"),
-    "gss-ftw-swin-large-mseg": _paper_preset("mseg", SWIN_LARGE, prior_depth=2, inverse_type="learned"),
-    "gss-ff-resnet101": _paper_preset("cityscapes", RESNET_101, prior_depth=6, inverse_type="nearest"),
-    "gss-ftw-resnet101": _paper_preset("cityscapes", RESNET_101, prior_depth=6, inverse_type="learned"),
+    "gss-ff-swin-large": paper_preset("ade20k", SWIN_LARGE, prior_depth=2, inverse_type="nearest"),
+    "gss-ftw-swin-large": paper_preset("ade20k", SWIN_LARGE, prior_depth=2, inverse_type="learned"),
+    "gss-ff-swin-large-cityscapes": paper_preset("cityscapes", SWIN_LARGE, prior_depth=2, inverse_type="nearest"),
+    "gss-ftw-swin-large-cityscapes": paper_preset("cityscapes", SWIN_LARGE, prior_depth=2, inverse_type="learned"),
+    "gss-ff-swin-large-mseg": paper_preset("mseg", SWIN_LARGE, prior_depth=2, inverse_type="nearest"),
+    "gss-ftw-swin-large-mseg": paper_preset("mseg", SWIN_LARGE, prior_depth=2, inverse_type="learned"),
+    "gss-ff-resnet101": paper_preset("cityscapes", RESNET_101, prior_depth=6, inverse_type="nearest"),
+    "gss-ftw-resnet101": paper_preset("cityscapes", RESNET_101, prior_depth=6, inverse_type="learned"),
     # Small enough to train every stage on 2 CPU cores: MobileNetV2 (real ImageNet weights exist offline), a
     # narrow 1024-code tokenizer and a narrow head. benchmarks/RESULTS.md has the measurements (its tokenizer
     # comparison, benchmarks/tokenizer_grid.py, trained a wider tokenizer than this one).
@@ -114,4 +119,6 @@ GSS_PRESETS: dict[str, dict] = {
 }
 
 
-__all__ = ["CAMVID_CLASSES", "GSS_PRESETS", "RESNET_101", "SWIN_LARGE", "TORCHVISION_MOBILENET_V2_CONFIG"]
+__all__ = [
+    "CAMVID_CLASSES", "GSS_PRESETS", "RESNET_101", "SWIN_LARGE", "TORCHVISION_MOBILENET_V2_CONFIG", "paper_preset"
+]  # fmt: skip
