@@ -1,7 +1,8 @@
-"""Official GSS-FF checkpoints (MMSegmentation 0.26 format) as `GSSForSemanticSegmentation` models.
+"""Official GSS-FF and GSS-FT-W checkpoints (MMSegmentation 0.26 format) as `GSSForSemanticSegmentation` models.
 
-The official `GenerativeSegHeadFF` and gss_hf's heads compute the same function once the weights are laid out as
-gss_hf expects (tests/test_convert_official_gss.py checks it on the official code's test vectors):
+The official `GenerativeSegHeadFF` / `GenerativeSegHeadFTW` and gss_hf's heads compute the same function once the
+weights are laid out as gss_hf expects (tests/test_convert_official_gss.py checks it on the official code's test
+vectors):
 
 * The official head reads the backbone levels in `in_index` order [1, 0, 2, 3] (every official config): its
   projection `convs.i` (and `convs_pixel.i`) takes level `OFFICIAL_LEVEL_ORDER[i]`, and the fusion convs see the
@@ -11,12 +12,22 @@ gss_hf expects (tests/test_convert_official_gss.py checks it on the official cod
 * `fusion_conv` is a conv + BatchNorm + ReLU: the config switch `prior_fuse_norm_activation`.
 * `transformer_block` is mmseg's `SwinBlockSequence`, whose blocks are converted as the Swin backbone's are
   (`pop_mmseg_swin_block`); gss_hf's `WindowTransformer` partitions windows, shifts and pads as mmseg does.
-* The test output is the one-hot of the nearest palette colour at 2x the photo, which the segmentor resizes to the
+* GSS-FF's test output is the one-hot of the nearest palette colour at 2x the photo, which the segmentor resizes to the
   photo: the config switch `nearest_inverse_one_hot`.
 * `decode_head.d_vae.*` is OpenAI's dVAE (`DalleTokenizer`), its settings read from its shapes.
 
 Backbones: mmseg Swin (`backbone.patch_embed.*`) or ResNetV1c (`backbone.stem.*`). Widths and depths are read from
-the shapes, so the shrunk test models convert as the released ones do. GSS-FT-W checkpoints are refused for now.
+the shapes, so the shrunk test models convert as the released ones do.
+
+GSS-FT-W (`projection`, `post_transformer_block`, `post_swin_ln`, `cls_segmap` instead of the auxiliary branch
+`convs_pixel`, `fusion_conv_pixel`, `conv_seg_pixel`):
+* The official test output is `cls_segmap(post_swin_ln(post_transformer_block(projection(maskige / 255))))` at 2x,
+  which the segmentor resizes to the photo: `LearnedInverse` as it is (`projection` is a 1x1 conv without bias, BN,
+  ReLU, like `LearnedInverse.embed`; `cls_segmap` a 1x1 conv with bias), so no switch is needed. Its widths come
+  from the shapes (`inverse_hidden_size`, `inverse_depth`, ...).
+* The checkpoint has no auxiliary head (the official FT-W head deletes it), so the config gets
+  `use_auxiliary_head=False` and the model none, rather than an untrained one: it predicts, and strict loading
+  works, but it cannot compute the stage-II loss (labels raise).
 
 Command line: `python -m gss_hf.convert_official_gss --checkpoint CKPT --dataset ade20k --output_dir OUT`.
 """
@@ -43,6 +54,7 @@ DVAE = HEAD + "d_vae."
 # Head input i of the official head is backbone level OFFICIAL_LEVEL_ORDER[i] (`in_index` of every official config).
 OFFICIAL_LEVEL_ORDER = (1, 0, 2, 3)
 FTW_ONLY_KEYS = ("projection.", "post_transformer_block.", "post_swin_ln.", "cls_segmap.")
+FF_ONLY_KEYS = ("convs_pixel.", "fusion_conv_pixel.", "conv_seg_pixel.")
 # Settings of the official configs that do not show in the weights (they only matter for training).
 OFFICIAL_HEAD_DROPOUT = 0.1
 OFFICIAL_SWIN_DROP_PATH_RATE = 0.3
@@ -53,11 +65,12 @@ TEST_SIZES = {
     "cityscapes": {"shortest_edge": 1024, "longest_edge": 2048},
 }
 BLOCK_KEY = re.compile(re.escape(HEAD) + r"transformer_block\.blocks\.(\d+)\.")
+POST_BLOCK_KEY = re.compile(re.escape(HEAD) + r"post_transformer_block\.blocks\.(\d+)\.")
 
 
 def _require(state_dict: dict[str, torch.Tensor], key: str) -> torch.Tensor:
     if key not in state_dict:
-        raise ValueError(f"Not an official GSS-FF state dict: it has no {key!r}.")
+        raise ValueError(f"Not an official GSS state dict: it has no {key!r}.")
     return state_dict[key]
 
 
@@ -90,12 +103,11 @@ def _tokenizer_config(state_dict: dict[str, torch.Tensor]) -> dict:
 
 
 def official_config(state_dict: dict[str, torch.Tensor], dataset: str) -> GSSConfig:
-    """The `GSSConfig` of an official GSS-FF state dict (real or meta tensors): the paper preset of `dataset` with
-    every width and depth read from the shapes."""
+    """The `GSSConfig` of an official GSS-FF or GSS-FT-W state dict (real or meta tensors): the paper preset of
+    `dataset` with every width and depth read from the shapes."""
     if dataset not in DATASETS:
         raise ValueError(f"Unknown dataset {dataset!r}; choose one of {DATASETS}.")
-    if any(key.startswith(HEAD + name) for key in state_dict for name in FTW_ONLY_KEYS):
-        raise NotImplementedError("FT-W conversion is not implemented yet: only GSS-FF checkpoints convert.")
+    is_ftw = _is_ftw(state_dict)
     backbone_config, level_channels = _backbone_config(state_dict)
     num_levels = sum(1 for key in state_dict if re.fullmatch(re.escape(HEAD) + r"convs\.\d+\.conv\.weight", key))
     if num_levels != len(OFFICIAL_LEVEL_ORDER):
@@ -111,8 +123,10 @@ def official_config(state_dict: dict[str, torch.Tensor], dataset: str) -> GSSCon
     hidden_size = _require(state_dict, HEAD + "fusion_conv.conv.weight").shape[0]
     bias_table = _require(state_dict, f"{HEAD}transformer_block.blocks.0.attn.w_msa.relative_position_bias_table")
     depth = 1 + max(int(match[1]) for key in state_dict if (match := BLOCK_KEY.match(key)))
-    num_classes = _require(state_dict, HEAD + "conv_seg_pixel.weight").shape[0]
-    settings = paper_preset(dataset, backbone_config, prior_depth=depth, inverse_type="nearest")
+    classifier = "cls_segmap.conv.weight" if is_ftw else "conv_seg_pixel.weight"
+    num_classes = _require(state_dict, HEAD + classifier).shape[0]
+    inverse_type = "learned" if is_ftw else "nearest"
+    settings = paper_preset(dataset, backbone_config, prior_depth=depth, inverse_type=inverse_type)
     if len(settings["id2label"]) != num_classes:
         raise ValueError(
             f"The head predicts {num_classes} classes; the {dataset} palette has {len(settings['id2label'])}."
@@ -122,7 +136,6 @@ def official_config(state_dict: dict[str, torch.Tensor], dataset: str) -> GSSCon
         codebook_size=_require(state_dict, HEAD + "conv_seg.weight").shape[0],
         tokenizer_config=tokenizer_config,
         mla_channels=channels,
-        auxiliary_channels=_require(state_dict, HEAD + "fusion_conv_pixel.conv.weight").shape[0],
         prior_hidden_size=hidden_size,
         prior_num_heads=bias_table.shape[1],
         prior_window_size=(math.isqrt(bias_table.shape[0]) + 1) // 2,
@@ -132,7 +145,38 @@ def official_config(state_dict: dict[str, torch.Tensor], dataset: str) -> GSSCon
         prior_classifier_channels=_require(state_dict, HEAD + "conv_before_seg.conv.weight").shape[0],
         prior_dropout=OFFICIAL_HEAD_DROPOUT,
     )
+    if is_ftw:
+        # GSS-FT-W: no auxiliary head in the checkpoint (the official FT-W head drops it), the learned X^-1 read
+        # from the shapes of `projection` and `post_transformer_block`.
+        post_table = _require(
+            state_dict, f"{HEAD}post_transformer_block.blocks.0.attn.w_msa.relative_position_bias_table"
+        )
+        settings.update(
+            use_auxiliary_head=False,
+            inverse_hidden_size=_require(state_dict, HEAD + "projection.conv.weight").shape[0],
+            inverse_depth=1 + max(int(match[1]) for key in state_dict if (match := POST_BLOCK_KEY.match(key))),
+            inverse_num_heads=post_table.shape[1],
+            inverse_window_size=(math.isqrt(post_table.shape[0]) + 1) // 2,
+            inverse_intermediate_size=_require(
+                state_dict, f"{HEAD}post_transformer_block.blocks.0.ffn.layers.0.0.weight"
+            ).shape[0],
+        )
+    else:
+        settings["auxiliary_channels"] = _require(state_dict, HEAD + "fusion_conv_pixel.conv.weight").shape[0]
     return GSSConfig(**settings)
+
+
+def _is_ftw(state_dict: dict[str, torch.Tensor]) -> bool:
+    """Whether an official state dict is GSS-FT-W's (learned X^-1, no auxiliary branch) rather than GSS-FF's; a mix
+    of both is refused."""
+    has_ftw = any(key.startswith(HEAD + name) for key in state_dict for name in FTW_ONLY_KEYS)
+    has_ff = any(key.startswith(HEAD + name) for key in state_dict for name in FF_ONLY_KEYS)
+    if has_ftw and has_ff:
+        raise ValueError(
+            f"The head has both GSS-FT-W keys ({', '.join(FTW_ONLY_KEYS)}) and the GSS-FF auxiliary branch "
+            f"({', '.join(FF_ONLY_KEYS)}): neither official head holds both."
+        )
+    return has_ftw
 
 
 def _conv_module(entries: dict[str, torch.Tensor], source: str, target: str) -> dict[str, torch.Tensor]:
@@ -165,9 +209,9 @@ def _level_branch(
 def convert_official_state_dict(
     state_dict: dict[str, torch.Tensor], dataset: str
 ) -> tuple[GSSConfig, dict[str, torch.Tensor]]:
-    """An official GSS-FF state dict (`backbone.*`, `decode_head.*`, `decode_head.d_vae.*`) as the config and the
-    state dict of a `GSSForSemanticSegmentation`, to load with `strict=True`. Raises `ValueError` naming any key it
-    does not place, and `NotImplementedError` for GSS-FT-W checkpoints."""
+    """An official GSS-FF or GSS-FT-W state dict (`backbone.*`, `decode_head.*`, `decode_head.d_vae.*`) as the config
+    and the state dict of a `GSSForSemanticSegmentation`, to load with `strict=True`. Raises `ValueError` naming any
+    key it does not place."""
     config = official_config(state_dict, dataset)
     backbone = config.backbone_config
     if backbone.model_type == "swin":
@@ -188,16 +232,29 @@ def convert_official_state_dict(
                 entries, f"transformer_block.blocks.{block}.", f"prior_head.window_transformer.stage.blocks.{block}."
             )
         )
-    renames = {
-        "swin_ln.": "prior_head.layernorm.",
-        "conv_seg.": "prior_head.classifier.",
-        "conv_seg_pixel.": "auxiliary_head.classifier.",
-    }
+    renames = {"swin_ln.": "prior_head.layernorm.", "conv_seg.": "prior_head.classifier."}
+    if config.inverse_type == "learned":
+        renames.update({"post_swin_ln.": "inverse.layernorm.", "cls_segmap.conv.": "inverse.classifier."})
+    else:
+        renames["conv_seg_pixel."] = "auxiliary_head.classifier."
     for source, target in renames.items():
         for name in ("weight", "bias"):
             converted[target + name] = entries.pop(source + name)
     converted.update(_conv_module(entries, "conv_before_seg.", "prior_head.classifier_projection."))
-    converted.update(_level_branch(entries, "convs_pixel.", "fusion_conv_pixel.", "auxiliary_head."))
+    if config.inverse_type == "learned":
+        # `projection` is a ConvModule (1x1 conv without bias, BN, ReLU) on the unit-range maskige, which is
+        # `LearnedInverse.embed` on maskige / 255.
+        converted.update(_conv_module(entries, "projection.", "inverse.embed."))
+        for block in range(config.inverse_depth):
+            converted.update(
+                pop_mmseg_swin_block(
+                    entries,
+                    f"post_transformer_block.blocks.{block}.",
+                    f"inverse.window_transformer.stage.blocks.{block}.",
+                )
+            )
+    else:
+        converted.update(_level_branch(entries, "convs_pixel.", "fusion_conv_pixel.", "auxiliary_head."))
     if entries:
         raise ValueError(f"Official head keys with no gss_hf counterpart: {sorted(HEAD + key for key in entries)}.")
     return config, converted

@@ -1,6 +1,7 @@
-"""Official GSS-FF checkpoints converted by `convert_official_gss`, checked stage by stage against the official
-code's own test vectors (`../shared/data/official_gss`, skipped when absent): prior features, head features, token
-logits, token ids, maskige and the final segmentation; plus the configs read from the full-size key lists."""
+"""Official GSS-FF and GSS-FT-W checkpoints converted by `convert_official_gss`, checked stage by stage against the
+official code's own test vectors (`../shared/data/official_gss`, skipped when absent): prior features, head features,
+token logits, token ids, maskige, the FT-W head output (learned X^-1 logits) and the final segmentation; plus the
+configs read from the full-size key lists."""
 
 import copy
 from pathlib import Path
@@ -23,7 +24,11 @@ FULL_SIZE_FF = {
     "state_dict_keys_cityscapes_ff_swin-l.txt": ("cityscapes", "gss-ff-swin-large-cityscapes"),
     "state_dict_keys_cityscapes_ff_r101.txt": ("cityscapes", "gss-ff-resnet101"),
 }
-FULL_SIZE_FTW = ("state_dict_keys_ade20k_ftw_swin-l.txt", "state_dict_keys_cityscapes_ftw_r101.txt")
+FULL_SIZE_FTW = {
+    "state_dict_keys_ade20k_ftw_swin-l.txt": ("ade20k", "gss-ftw-swin-large"),
+    "state_dict_keys_cityscapes_ftw_r101.txt": ("cityscapes", "gss-ftw-resnet101"),
+}
+FTW_FIXTURES = {"ade20k_ftw_swin_tiny": "ade20k", "cityscapes_ftw_r101_narrow": "cityscapes"}
 RELATIVE_TOLERANCE = 1e-4
 MASKIGE_TOLERANCE = 1e-2  # colours in 0..255
 SEGMENTATION_AGREEMENT = 0.999
@@ -216,8 +221,141 @@ def test_full_size_config_equals_the_preset(file_name):
         assert getattr(read.backbone_config, field) == getattr(expected.backbone_config, field), field
 
 
-@pytest.mark.parametrize("file_name", FULL_SIZE_FTW)
-def test_ftw_checkpoints_are_refused_clearly(file_name):
-    dataset = "ade20k" if "ade20k" in file_name else "cityscapes"
-    with pytest.raises(NotImplementedError, match="FT-W conversion is not implemented yet"):
-        official_config(_meta_state_dict(_folder("full_size_keys") / file_name), dataset)
+INVERSE_FIELDS = ("inverse_hidden_size", "inverse_depth", "inverse_num_heads", "inverse_window_size",
+                  "inverse_intermediate_size")  # fmt: skip
+
+
+@pytest.mark.parametrize("file_name", sorted(FULL_SIZE_FTW))
+def test_full_size_ftw_config_equals_the_preset(file_name):
+    """Every architecture field but the auxiliary head, which official FT-W checkpoints do not have."""
+    dataset, preset = FULL_SIZE_FTW[file_name]
+    read = official_config(_meta_state_dict(_folder("full_size_keys") / file_name), dataset)
+    expected = GSSConfig.from_preset(preset)
+    for field in (*(field for field in GSS_FIELDS if field != "auxiliary_channels"), *INVERSE_FIELDS):
+        assert getattr(read, field) == getattr(expected, field), field
+    assert read.inverse_type == "learned" and not read.use_auxiliary_head and expected.use_auxiliary_head
+    backbone_fields = SWIN_FIELDS if expected.backbone_config.model_type == "swin" else RESNET_FIELDS
+    assert read.backbone_config.model_type == expected.backbone_config.model_type
+    for field in backbone_fields:
+        assert getattr(read.backbone_config, field) == getattr(expected.backbone_config, field), field
+
+
+def test_a_head_with_both_ff_and_ftw_keys_is_refused():
+    state_dict = _meta_state_dict(_folder("full_size_keys") / "state_dict_keys_ade20k_ftw_swin-l.txt")
+    state_dict["decode_head.conv_seg_pixel.weight"] = torch.empty(150, 384, 1, 1, device="meta")
+    with pytest.raises(ValueError, match="both GSS-FT-W keys"):
+        official_config(state_dict, "ade20k")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GSS-FT-W: the learned X^-1 (`projection`, `post_transformer_block`, `post_swin_ln`, `cls_segmap`)
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", params=sorted(FTW_FIXTURES))
+def converted_ftw(request) -> dict:
+    """The FT-W fixture converted and loaded strictly, with the official I/O, the model's outputs and its X^-1
+    logits at 2x (the official head output) on its own maskige and on the official one."""
+    from safetensors.torch import load_file
+
+    folder = _folder(request.param)
+    torch.set_num_threads(2)
+    state_dict = load_file(folder / "official_state_dict.safetensors")
+    config, weights = convert_official_state_dict(state_dict, FTW_FIXTURES[request.param])
+    model = GSSForSemanticSegmentation(config)
+    loading = model.load_state_dict(weights, strict=True)
+    assert not loading.missing_keys and not loading.unexpected_keys
+    model.eval()
+    official = load_file(folder / "io.safetensors")
+    with torch.no_grad():
+        output = model(official["pixel_values"], sliding_window=False)
+        head_output = model.inverse(model.tokenizer.decode(output.token_ids))
+        head_output_on_official_maskige = model.inverse(official["maskige_unit"] * 255)
+    return {"name": request.param, "state_dict": state_dict, "config": config, "weights": weights, "model": model,
+            "official": official, "output": output, "head_output": head_output,
+            "head_output_on_official_maskige": head_output_on_official_maskige}  # fmt: skip
+
+
+def _head_output_differences(head_output: torch.Tensor, official: dict) -> dict[str, float]:
+    """Relative differences to the official `head_test_output__*` summaries (top1, top2, channel mean, crops)."""
+    top2 = head_output.topk(2, dim=1).values
+    height, width = head_output.shape[-2:]
+    centre = head_output[..., height // 2 : height // 2 + 16, width // 2 : width // 2 + 16]
+    crops = {key: value for key, value in official.items() if key.startswith("head_test_output__crop_r0_")}
+    centre_key = next(key for key in official if key.startswith("head_test_output__crop_") and key not in crops)
+    return {
+        "top1": relative_difference(top2[:, 0], official["head_test_output__top1"]),
+        "top2": relative_difference(top2[:, 1], official["head_test_output__top2"]),
+        "channel_mean_f64": relative_difference(
+            head_output.double().mean(dim=(2, 3)), official["head_test_output__channel_mean_f64"]
+        ),
+        "crop_0": relative_difference(head_output[..., :16, :16], next(iter(crops.values()))),
+        "crop_centre": relative_difference(centre, official[centre_key]),
+    }
+
+
+def test_ftw_config_has_the_learned_inverse_and_no_auxiliary_head(converted_ftw):
+    config, model = converted_ftw["config"], converted_ftw["model"]
+    assert config.inverse_type == "learned" and not config.use_auxiliary_head and model.auxiliary_head is None
+    assert not any(key.startswith("auxiliary_head.") for key in model.state_dict())
+
+
+@pytest.mark.parametrize("maskige", ["head_output", "head_output_on_official_maskige"])
+def test_ftw_head_output_matches_the_official_one(converted_ftw, maskige):
+    differences = _head_output_differences(converted_ftw[maskige], converted_ftw["official"])
+    for name, difference in differences.items():
+        assert difference <= RELATIVE_TOLERANCE, f"{converted_ftw['name']} {maskige} {name}: {difference:.2e}"
+    official_argmax = converted_ftw["official"]["head_test_output__argmax"].long()
+    top2 = converted_ftw[maskige].topk(2, dim=1).values
+    differing = converted_ftw[maskige].argmax(dim=1) != official_argmax
+    assert not (differing & (top2[:, 0] - top2[:, 1] > 1e-5)).any(), f"{int(differing.sum())} pixels differ"
+
+
+def test_ftw_token_ids_equal_the_official_ones(converted_ftw):
+    official = converted_ftw["official"]
+    official_top2 = official["token_logits__top1"] - official["token_logits__top2"]
+    differing = converted_ftw["output"].token_ids != official["token_ids"][:, 0]
+    assert not (differing & (official_top2 > RELATIVE_TOLERANCE)).any(), f"{int(differing.sum())} tokens differ"
+
+
+def test_ftw_segmentation_matches_the_official_one(converted_ftw):
+    segmentation = converted_ftw["output"].logits.argmax(dim=1)[0]
+    agreement = float((segmentation == converted_ftw["official"]["segmentation"]).double().mean())
+    assert agreement >= SEGMENTATION_AGREEMENT, f"{converted_ftw['name']}: {agreement:.4%} of pixels agree"
+
+
+def test_ftw_without_the_unit_range_input_the_head_output_differs(converted_ftw):
+    """Control: `projection` reads the maskige in 0..1, which `LearnedInverse` gets by dividing by 255; feeding it
+    the 0..1 maskige as if it were in 0..255 moves the head output far from the official one."""
+    with torch.no_grad():
+        head_output = converted_ftw["model"].inverse(converted_ftw["official"]["maskige_unit"])
+    differences = _head_output_differences(head_output, converted_ftw["official"])
+    assert differences["crop_0"] > 100 * RELATIVE_TOLERANCE
+
+
+def test_ftw_weights_do_not_load_into_a_model_with_an_auxiliary_head(converted_ftw):
+    """Control: with `use_auxiliary_head=True` (the default) the converted weights leave the auxiliary head
+    missing, which strict loading refuses."""
+    config = copy.deepcopy(converted_ftw["config"])
+    config.use_auxiliary_head = True
+    model = GSSForSemanticSegmentation(config)
+    with pytest.raises(RuntimeError, match="Missing key.*auxiliary_head"):
+        model.load_state_dict(converted_ftw["weights"], strict=True)
+
+
+def test_ftw_model_refuses_labels(converted_ftw):
+    labels = torch.zeros(converted_ftw["official"]["pixel_values"].shape[-2:], dtype=torch.long)[None]
+    with pytest.raises(ValueError, match="no auxiliary head"), torch.no_grad():
+        converted_ftw["model"](converted_ftw["official"]["pixel_values"], labels=labels, sliding_window=False)
+
+
+def test_ftw_save_pretrained_round_trip_gives_the_same_outputs(converted_ftw, tmp_path):
+    from safetensors.torch import save_file
+
+    checkpoint = tmp_path / "official.safetensors"
+    save_file(converted_ftw["state_dict"], checkpoint)
+    convert_checkpoint(checkpoint, FTW_FIXTURES[converted_ftw["name"]], tmp_path / "converted")
+    loaded = AutoModelForSemanticSegmentation.from_pretrained(tmp_path / "converted").eval()
+    assert isinstance(loaded, GSSForSemanticSegmentation) and loaded.auxiliary_head is None
+    with torch.no_grad():
+        output = loaded(converted_ftw["official"]["pixel_values"], sliding_window=False)
+    assert torch.equal(output.token_ids, converted_ftw["output"].token_ids)
+    assert torch.equal(output.logits, converted_ftw["output"].logits)
