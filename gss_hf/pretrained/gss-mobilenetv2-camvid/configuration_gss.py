@@ -222,6 +222,12 @@ class GSSConfig(PreTrainedConfig):
             Dropout2d before the codebook classifier.
         auxiliary_channels (`int`, *optional*, defaults to 384):
             Width of the auxiliary K-class pixel head.
+        use_auxiliary_head (`bool`, *optional*, defaults to `True`):
+            Whether the model has the auxiliary head. `False` builds none: the model then predicts (and stage III
+            can train its learned X^-1 on `generate_maskige`), but it cannot compute the stage-II loss, which needs
+            the auxiliary head, so labels raise. Official GSS-FT-W checkpoints hold no auxiliary head (the official
+            FT-W head deletes it), so `convert_official_gss` sets `False` for them rather than keep an untrained
+            one; everything else, the paper presets included, keeps `True`.
         inverse_type (`Literal["nearest", "least_squares", "learned"]`, *optional*, defaults to `"nearest"`):
             X^-1: `"nearest"` colour (GSS-FF), `"least_squares"` or `"learned"` (GSS-FT-W).
         nearest_inverse_one_hot (`bool`, *optional*, defaults to `False`):
@@ -301,6 +307,7 @@ class GSSConfig(PreTrainedConfig):
     prior_classifier_channels: int = positive_int(default=2048)
     prior_dropout: float | int = dropout_probability(default=0.1)
     auxiliary_channels: int = positive_int(default=384)
+    use_auxiliary_head: bool = True
     inverse_type: InverseType = "nearest"
     nearest_inverse_one_hot: bool = False
     inverse_hidden_size: int = positive_int(default=128)

@@ -56,7 +56,8 @@ class GSSSemanticSegmenterOutput(ModelOutput):
             The prior's V-way logits, only when asked for with `output_token_logits=True` (they take
             codebook_size x 4 bytes per token).
         auxiliary_logits (`torch.FloatTensor` of shape `(batch, num_labels, h, w)`):
-            The auxiliary head's class logits on the token grid (whole-image passes only).
+            The auxiliary head's class logits on the token grid (whole-image passes only; None without an
+            auxiliary head, `config.use_auxiliary_head=False`).
         token_loss (`torch.FloatTensor` of shape `()`, *optional*):
             The unweighted token cross-entropy (with labels).
         auxiliary_loss (`torch.FloatTensor` of shape `()`, *optional*):
@@ -114,7 +115,8 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         config.validate()
         self.backbone = GSSBackbone(config)
         self.prior_head = GSSPriorHead(config, self.backbone.channels)
-        self.auxiliary_head = GSSAuxiliaryHead(config, self.backbone.channels)
+        # None without `config.use_auxiliary_head` (converted official GSS-FT-W models, which have none).
+        self.auxiliary_head = GSSAuxiliaryHead(config, self.backbone.channels) if config.use_auxiliary_head else None
         self.tokenizer = build_tokenizer(config)
         self.inverse = build_inverse(config)
         self.freeze_untrained_parts()
@@ -255,7 +257,8 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         stride = self.config.token_stride
         grid = (-(-height // stride), -(-width // stride))
         features = self.backbone(pixel_values)
-        return self.prior_head(features, grid), self.auxiliary_head(features, grid)
+        auxiliary_logits = None if self.auxiliary_head is None else self.auxiliary_head(features, grid)
+        return self.prior_head(features, grid), auxiliary_logits
 
     def _prior_loss(
         self, token_features: torch.Tensor, auxiliary_logits: torch.Tensor, labels: torch.Tensor
@@ -264,6 +267,11 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         auxiliary pixel cross-entropy, each averaged over its non-ignored entries. On the "official_2x" route both
         use the label map up-sampled 2x, the maskige size, as the official code does."""
         config = self.config
+        if auxiliary_logits is None:
+            raise ValueError(
+                "This model has no auxiliary head (`config.use_auxiliary_head=False`, as for converted official "
+                "GSS-FT-W models), and the stage-II loss needs one: call it without `labels`."
+            )
         if config.maskige_route == "official_2x":
             labels = upsample_labels_2x(labels)
         upsampled = nn.functional.interpolate(auxiliary_logits, size=labels.shape[-2:], mode="bilinear")
