@@ -4,7 +4,6 @@ token logits, token ids, maskige, the FT-W head output (learned X^-1 logits) and
 configs read from the full-size key lists."""
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,9 +14,9 @@ from gss_hf import GSSConfig, GSSForSemanticSegmentation
 from gss_hf.convert_official_gss import convert_checkpoint, convert_official_state_dict, official_config
 from gss_hf.modeling_gss_inverse import TrainingFreeInverse
 from gss_hf.modeling_gss_prior import resize_and_concatenate
+from official_gss import RELATIVE_TOLERANCE, full_size_meta_state_dict, official_gss_file, relative_difference
 
 
-OFFICIAL_GSS = Path(__file__).resolve().parents[2] / "shared" / "data" / "official_gss"
 FF_FIXTURES = {"ade20k_ff_swin_tiny": "ade20k", "cityscapes_ff_r101_narrow": "cityscapes"}
 FULL_SIZE_FF = {
     "state_dict_keys_ade20k_ff_swin-l.txt": ("ade20k", "gss-ff-swin-large"),
@@ -29,7 +28,6 @@ FULL_SIZE_FTW = {
     "state_dict_keys_cityscapes_ftw_r101.txt": ("cityscapes", "gss-ftw-resnet101"),
 }
 FTW_FIXTURES = {"ade20k_ftw_swin_tiny": "ade20k", "cityscapes_ftw_r101_narrow": "cityscapes"}
-RELATIVE_TOLERANCE = 1e-4
 MASKIGE_TOLERANCE = 1e-2  # colours in 0..255
 SEGMENTATION_AGREEMENT = 0.999
 SWIN_FIELDS = ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "mlp_ratio", "qkv_bias",
@@ -42,18 +40,6 @@ GSS_FIELDS = ("num_labels", "palette", "ignore_color", "codebook_size", "token_s
               "prior_classifier_channels", "auxiliary_channels", "inverse_type", "nearest_inverse_one_hot")  # fmt: skip
 
 
-def _folder(name: str) -> Path:
-    folder = OFFICIAL_GSS / name
-    if not folder.exists():
-        pytest.skip(f"the official GSS test vectors {name!r} are not at {folder} (the shared data folder beside the checkout)")
-    return folder
-
-
-def relative_difference(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """Max |actual - expected| relative to max |expected|."""
-    return float((actual.double() - expected.double()).abs().max() / expected.double().abs().max())
-
-
 def prior_features(model: GSSForSemanticSegmentation, levels: list[torch.Tensor]) -> torch.Tensor:
     """The prior head up to its LayerNorm (the official `prior_features`): (batch, prior_hidden_size, h, w)."""
     head = model.prior_head
@@ -62,20 +48,25 @@ def prior_features(model: GSSForSemanticSegmentation, levels: list[torch.Tensor]
     return head.layernorm(hidden_states.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-@pytest.fixture(scope="module", params=sorted(FF_FIXTURES))
-def converted(request) -> dict:
-    """The fixture converted and loaded strictly, with the official I/O and the model's outputs."""
+def convert_and_load(name: str, dataset: str) -> tuple:
+    """(official state dict, config, converted weights, the model loaded strictly in eval mode, official I/O) of
+    fixture `name`."""
     from safetensors.torch import load_file
 
-    folder = _folder(request.param)
+    weights_file = official_gss_file(name, "official_state_dict.safetensors")
     torch.set_num_threads(2)
-    state_dict = load_file(folder / "official_state_dict.safetensors")
-    config, weights = convert_official_state_dict(state_dict, FF_FIXTURES[request.param])
+    state_dict = load_file(weights_file)
+    config, weights = convert_official_state_dict(state_dict, dataset)
     model = GSSForSemanticSegmentation(config)
     loading = model.load_state_dict(weights, strict=True)
     assert not loading.missing_keys and not loading.unexpected_keys
-    model.eval()
-    official = load_file(folder / "io.safetensors")
+    return state_dict, config, weights, model.eval(), load_file(weights_file.parent / "io.safetensors")
+
+
+@pytest.fixture(scope="module", params=sorted(FF_FIXTURES))
+def converted(request) -> dict:
+    """The fixture converted and loaded strictly, with the official I/O and the model's outputs."""
+    state_dict, config, weights, model, official = convert_and_load(request.param, FF_FIXTURES[request.param])
     with torch.no_grad():
         levels = model.backbone(official["pixel_values"])
         output = model(official["pixel_values"], sliding_window=False, output_token_logits=True)
@@ -86,7 +77,7 @@ def converted(request) -> dict:
         maskige_2x = model.tokenizer.decode(output.token_ids)
     import json
 
-    checks = json.loads((folder / "tensors.json").read_text())["_checks"]
+    checks = json.loads(official_gss_file(request.param, "tensors.json").read_text())["_checks"]
     return {"name": request.param, "state_dict": state_dict, "config": config, "model": model, "levels": levels,
             "official": official, "output": output, "features": features, "maskige_2x": maskige_2x,
             "checks": checks}  # fmt: skip
@@ -95,7 +86,7 @@ def converted(request) -> dict:
 def test_converted_model_loads_strictly_and_reads_the_official_palette(converted):
     import json
 
-    official_palette = json.loads((_folder(converted["name"]) / "model_config.json").read_text())["model"][
+    official_palette = json.loads(official_gss_file(converted["name"], "model_config.json").read_text())["model"][
         "decode_head"
     ]["palette"]
     config = converted["config"]
@@ -198,20 +189,10 @@ def test_save_pretrained_round_trip_gives_the_same_outputs(converted, tmp_path):
     assert torch.equal(output.logits, converted["output"].logits)
 
 
-def _meta_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A key list (`key<TAB>shape<TAB>dtype`) as meta tensors of those shapes."""
-    state_dict = {}
-    for line in path.read_text().splitlines():
-        key, shape, dtype = line.split("\t")
-        sizes = [int(size) for size in shape.strip("()").split(",") if size.strip()]
-        state_dict[key] = torch.empty(sizes, dtype=getattr(torch, dtype.removeprefix("torch.")), device="meta")
-    return state_dict
-
-
 @pytest.mark.parametrize("file_name", sorted(FULL_SIZE_FF))
 def test_full_size_config_equals_the_preset(file_name):
     dataset, preset = FULL_SIZE_FF[file_name]
-    read = official_config(_meta_state_dict(_folder("full_size_keys") / file_name), dataset)
+    read = official_config(full_size_meta_state_dict(file_name), dataset)
     expected = GSSConfig.from_preset(preset)
     for field in GSS_FIELDS:
         assert getattr(read, field) == getattr(expected, field), field
@@ -229,7 +210,7 @@ INVERSE_FIELDS = ("inverse_hidden_size", "inverse_depth", "inverse_num_heads", "
 def test_full_size_ftw_config_equals_the_preset(file_name):
     """Every architecture field but the auxiliary head, which official FT-W checkpoints do not have."""
     dataset, preset = FULL_SIZE_FTW[file_name]
-    read = official_config(_meta_state_dict(_folder("full_size_keys") / file_name), dataset)
+    read = official_config(full_size_meta_state_dict(file_name), dataset)
     expected = GSSConfig.from_preset(preset)
     for field in (*(field for field in GSS_FIELDS if field != "auxiliary_channels"), *INVERSE_FIELDS):
         assert getattr(read, field) == getattr(expected, field), field
@@ -241,7 +222,7 @@ def test_full_size_ftw_config_equals_the_preset(file_name):
 
 
 def test_a_head_with_both_ff_and_ftw_keys_is_refused():
-    state_dict = _meta_state_dict(_folder("full_size_keys") / "state_dict_keys_ade20k_ftw_swin-l.txt")
+    state_dict = full_size_meta_state_dict("state_dict_keys_ade20k_ftw_swin-l.txt")
     state_dict["decode_head.conv_seg_pixel.weight"] = torch.empty(150, 384, 1, 1, device="meta")
     with pytest.raises(ValueError, match="both GSS-FT-W keys"):
         official_config(state_dict, "ade20k")
@@ -254,17 +235,7 @@ def test_a_head_with_both_ff_and_ftw_keys_is_refused():
 def converted_ftw(request) -> dict:
     """The FT-W fixture converted and loaded strictly, with the official I/O, the model's outputs and its X^-1
     logits at 2x (the official head output) on its own maskige and on the official one."""
-    from safetensors.torch import load_file
-
-    folder = _folder(request.param)
-    torch.set_num_threads(2)
-    state_dict = load_file(folder / "official_state_dict.safetensors")
-    config, weights = convert_official_state_dict(state_dict, FTW_FIXTURES[request.param])
-    model = GSSForSemanticSegmentation(config)
-    loading = model.load_state_dict(weights, strict=True)
-    assert not loading.missing_keys and not loading.unexpected_keys
-    model.eval()
-    official = load_file(folder / "io.safetensors")
+    state_dict, config, weights, model, official = convert_and_load(request.param, FTW_FIXTURES[request.param])
     with torch.no_grad():
         output = model(official["pixel_values"], sliding_window=False)
         head_output = model.inverse(model.tokenizer.decode(output.token_ids))

@@ -20,10 +20,10 @@ from torch import nn
 from gss_hf import DalleTokenizer, GSSForSemanticSegmentation, default_dalle_tokenizer_config
 from gss_hf.modeling_dalle_dvae import convert_openai_state_dict
 from gss_hf.modeling_gss_tokenizer import TOKENIZER_TYPES, build_tokenizer
+from official_gss import official_gss_file
 from tiny_models import tiny_gss_config
 
 
-DALLE_TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "official_gss" / "dalle_tiny"
 SMALL_SETTINGS = {"n_hid": 8, "n_blk_per_group": 1, "vocab_size": 64, "n_init": 8}
 
 
@@ -198,9 +198,7 @@ def test_from_openai_pickles_reads_torch_saved_package_modules(tmp_path):
 
 @pytest.fixture
 def dalle_tiny() -> Path:
-    if not (DALLE_TINY / "encoder.pkl").is_file():
-        pytest.skip(f"The official dVAE fixtures are not at {DALLE_TINY} (the shared data folder beside the checkout)")
-    return DALLE_TINY
+    return official_gss_file("dalle_tiny", "encoder.pkl").parent
 
 
 def check_against_the_official_outputs(tokenizer: DalleTokenizer, folder: Path) -> None:

@@ -6,7 +6,6 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,10 +17,10 @@ from huggingface_hub.errors import StrictDataclassClassValidationError
 from gss_hf import DalleTokenizer, GSSConfig, GSSForSemanticSegmentation, maskige_from_labels, upsample_labels_2x
 from gss_hf.maskige import preset_class_names
 from gss_hf.token_cross_entropy import TOKEN_IGNORE_INDEX
+from official_gss import official_gss_file
 from tiny_models import NUM_TINY_LABELS, tiny_gss_config, tiny_tokenizer_config
 
 
-OFFICIAL_GSS = Path(__file__).resolve().parents[2] / "shared" / "data" / "official_gss"
 OFFICIAL_FF_FIXTURES = ("cityscapes_ff_r101_narrow", "ade20k_ff_swin_tiny")
 
 
@@ -53,10 +52,7 @@ def test_upsampling_equals_the_official_steps_on_random_maps(num_classes):
 
 @pytest.mark.parametrize("fixture", OFFICIAL_FF_FIXTURES)
 def test_upsampling_equals_the_official_codes_training_labels(fixture):
-    folder = OFFICIAL_GSS / fixture
-    if not folder.is_dir():
-        pytest.skip(f"the official GSS test vectors are not at {folder}")
-    tensors = load_file(folder / "io.safetensors")
+    tensors = load_file(official_gss_file(fixture, "io.safetensors"))
     upsampled = upsample_labels_2x(tensors["labels"][:, 0])
     assert torch.equal(upsampled, tensors["train_pixel_seg_label"][:, 0].long())
 
@@ -114,26 +110,17 @@ def test_the_loss_uses_the_upsampled_labels_and_inference_returns_the_photo_size
     torch.testing.assert_close(prediction.logits, expected)
 
 
-def official_fixture(name: str) -> dict[str, torch.Tensor]:
-    folder = OFFICIAL_GSS / name
-    if not (folder / "io.safetensors").is_file() or not (OFFICIAL_GSS / "dalle_tiny" / "encoder.pkl").is_file():
-        pytest.skip(f"the official GSS test vectors are not at {OFFICIAL_GSS}")
-    return load_file(folder / "io.safetensors")
-
-
 def official_dalle_tiny() -> DalleTokenizer:
-    if not (OFFICIAL_GSS / "dalle_tiny" / "encoder.pkl").is_file():
-        pytest.skip(f"the official GSS test vectors are not at {OFFICIAL_GSS}")
-    return DalleTokenizer.from_openai_pickles(OFFICIAL_GSS / "dalle_tiny" / "encoder.pkl",
-                                              OFFICIAL_GSS / "dalle_tiny" / "decoder.pkl")  # fmt: skip
+    return DalleTokenizer.from_openai_pickles(official_gss_file("dalle_tiny", "encoder.pkl"),
+                                              official_gss_file("dalle_tiny", "decoder.pkl"))  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", ["evalbn", "trainbn"])
 def test_the_official_codes_training_targets_are_reproduced_with_its_dvae(mode):
     """Cityscapes GSS-FF (official code, random weights, the tiny dVAE of `dalle_tiny/`): from its label map and its
     auxiliary prediction, the route gives exactly the token targets the official `forward_train` computed."""
-    tensors = official_fixture("cityscapes_ff_r101_narrow")
     tokenizer = official_dalle_tiny()
+    tensors = load_file(official_gss_file("cityscapes_ff_r101_narrow", "io.safetensors"))
     config = GSSConfig(
         palette="cityscapes", **cityscapes_labels(), tokenizer_type="dalle", maskige_route="official_2x",
         tokenizer_config=tokenizer.tokenizer_config, mla_channels=8, prior_hidden_size=16, prior_num_heads=2,

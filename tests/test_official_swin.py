@@ -1,7 +1,6 @@
 """The official GSS Swin backbone (mmseg 0.26 `SwinTransformer`) converted onto transformers' `SwinBackbone`, checked
 against the official code's own tensors (`../shared/data/official_gss`, skipped when absent)."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,20 +9,12 @@ from transformers import SwinBackbone, SwinConfig
 from gss_hf import GSSConfig
 from gss_hf.convert_official_swin import convert_mmseg_swin_state_dict, swin_config_from_state_dict
 from gss_hf.modeling_gss_prior import GSSBackbone
+from official_gss import RELATIVE_TOLERANCE, full_size_meta_state_dict, official_gss_file, relative_difference
 
 
-OFFICIAL_GSS = Path(__file__).resolve().parents[2] / "shared" / "data" / "official_gss"
 TINY_SWIN_FIXTURES = ("ade20k_ff_swin_tiny", "ade20k_ftw_swin_tiny")
-SWIN_L_KEYS = OFFICIAL_GSS / "full_size_keys" / "state_dict_keys_ade20k_ff_swin-l.txt"
-RELATIVE_TOLERANCE = 1e-4
+SWIN_L_KEYS = "state_dict_keys_ade20k_ff_swin-l.txt"
 LEVELS = 4
-
-
-def _fixture_dir(name: str) -> Path:
-    folder = OFFICIAL_GSS / name
-    if not (folder / "official_state_dict.safetensors").is_file():
-        pytest.skip(f"official GSS fixture {name!r} is not at {folder} (the shared data folder beside the checkout)")
-    return folder
 
 
 @pytest.fixture(scope="module", params=TINY_SWIN_FIXTURES)
@@ -31,9 +22,9 @@ def official_swin(request) -> dict:
     """The fixture's mmseg state dict, its derived `SwinConfig`, the converted weights and the official I/O."""
     from safetensors.torch import load_file
 
-    folder = _fixture_dir(request.param)
-    state_dict = load_file(folder / "official_state_dict.safetensors")
-    tensors = load_file(folder / "io.safetensors")
+    weights_file = official_gss_file(request.param, "official_state_dict.safetensors")
+    state_dict = load_file(weights_file)
+    tensors = load_file(weights_file.parent / "io.safetensors")
     config = swin_config_from_state_dict(state_dict, window_size=12)
     return {
         "name": request.param,
@@ -65,7 +56,7 @@ def _relative_differences(feature_maps, references) -> list[float]:
     differences = []
     for ours, official in zip(feature_maps, references, strict=True):
         assert ours.shape == official.shape
-        differences.append(((ours - official).abs().max() / official.abs().max()).item())
+        differences.append(relative_difference(ours, official))
     return differences
 
 
@@ -157,20 +148,8 @@ def test_control_transformers_window_clamp_fails(official_swin):
     assert min(differences[2:]) > 100 * RELATIVE_TOLERANCE, differences
 
 
-def _meta_state_dict_from_key_list(path: Path) -> dict[str, torch.Tensor]:
-    """`key<TAB>shape<TAB>dtype` lines as meta tensors: shapes without the (absent) values."""
-    state_dict = {}
-    for line in path.read_text().splitlines():
-        key, shape, dtype = line.split("\t")
-        dimensions = [int(size) for size in shape.strip("()").split(",") if size.strip()]
-        state_dict[key] = torch.empty(dimensions, dtype=getattr(torch, dtype), device="meta")
-    return state_dict
-
-
 def test_full_size_swin_large_keys_convert_onto_swin_backbone():
-    if not SWIN_L_KEYS.is_file():
-        pytest.skip(f"the full-size key list is not at {SWIN_L_KEYS}")
-    state_dict = _meta_state_dict_from_key_list(SWIN_L_KEYS)
+    state_dict = full_size_meta_state_dict(SWIN_L_KEYS)
     config = swin_config_from_state_dict(state_dict)
     assert (config.embed_dim, config.depths, config.num_heads, config.window_size) == (
         192,

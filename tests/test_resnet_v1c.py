@@ -1,7 +1,6 @@
 """ResNetV1cBackbone: parity with the official GSS code's R101 backbone outputs, the checkpoint converter on the
 narrow fixtures and on the full-size key list, saving and loading, use inside GSS, and bad checkpoints."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,14 +15,12 @@ from gss_hf import (
     convert_mmseg_resnet_state_dict,
     resnet_v1c_config_from_state_dict,
 )
+from official_gss import RELATIVE_TOLERANCE, full_size_meta_state_dict, official_gss_file, relative_difference
 from tiny_models import NUM_TINY_LABELS, tiny_gss_config
 
 
-OFFICIAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "official_gss"
 R101_FIXTURES = ("cityscapes_ff_r101_narrow", "cityscapes_ftw_r101_narrow")
-FULL_SIZE_KEYS = OFFICIAL_DIR / "full_size_keys" / "state_dict_keys_cityscapes_ff_r101.txt"
-# The fixtures' README suggests 1e-4 of each tensor's max |value| for a float32 CPU re-implementation.
-RELATIVE_TOLERANCE = 1e-4
+FULL_SIZE_KEYS = "state_dict_keys_cityscapes_ff_r101.txt"
 
 
 @pytest.fixture(autouse=True)
@@ -36,10 +33,8 @@ def one_thread():
 
 def official_files(fixture: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(official state dict, io tensors) of a shared fixture; skips when the shared data folder is absent."""
-    folder = OFFICIAL_DIR / fixture
-    if not (folder / "io.safetensors").is_file():
-        pytest.skip(f"The official GSS fixtures are not at {folder} (the shared data folder beside the checkout)")
-    return load_file(folder / "official_state_dict.safetensors"), load_file(folder / "io.safetensors")
+    weights_file = official_gss_file(fixture, "official_state_dict.safetensors")
+    return load_file(weights_file), load_file(weights_file.parent / "io.safetensors")
 
 
 def backbone_from_official(state_dict: dict[str, torch.Tensor], **config_overrides) -> ResNetV1cBackbone:
@@ -51,10 +46,7 @@ def backbone_from_official(state_dict: dict[str, torch.Tensor], **config_overrid
 
 def relative_differences(feature_maps, io: dict[str, torch.Tensor]) -> list[float]:
     """Per level: max |ours - official| / max |official|."""
-    return [
-        ((ours - io[f"backbone_level_{level}"]).abs().max() / io[f"backbone_level_{level}"].abs().max()).item()
-        for level, ours in enumerate(feature_maps)
-    ]
+    return [relative_difference(ours, io[f"backbone_level_{level}"]) for level, ours in enumerate(feature_maps)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -141,13 +133,7 @@ def test_gss_model_with_a_resnet_v1c_backbone_trains_saves_and_loads(tmp_path):
 # The full-size official checkpoint's keys
 # ----------------------------------------------------------------------------------------------------------------
 def test_full_size_official_keys_give_r101_and_convert_onto_its_backbone():
-    if not FULL_SIZE_KEYS.is_file():
-        pytest.skip(f"The official full-size key lists are not at {FULL_SIZE_KEYS.parent}")
-    state_dict = {}
-    for line in FULL_SIZE_KEYS.read_text().splitlines():
-        key, shape, dtype = line.split("\t")
-        size = [int(side) for side in shape.strip("()").split(",") if side.strip()]
-        state_dict[key] = torch.empty(size, dtype=getattr(torch, dtype), device="meta")
+    state_dict = full_size_meta_state_dict(FULL_SIZE_KEYS)
     config = resnet_v1c_config_from_state_dict(state_dict)
     assert (config.depth, config.depths, config.stem_channels, config.base_channels) == (101, [3, 4, 23, 3], 64, 64)
     with torch.device("meta"):
