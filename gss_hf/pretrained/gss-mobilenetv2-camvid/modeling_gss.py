@@ -267,11 +267,6 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         auxiliary pixel cross-entropy, each averaged over its non-ignored entries. On the "official_2x" route both
         use the label map up-sampled 2x, the maskige size, as the official code does."""
         config = self.config
-        if auxiliary_logits is None:
-            raise ValueError(
-                "This model has no auxiliary head (`config.use_auxiliary_head=False`, as for converted official "
-                "GSS-FT-W models), and the stage-II loss needs one: call it without `labels`."
-            )
         if config.maskige_route == "official_2x":
             labels = upsample_labels_2x(labels)
         upsampled = nn.functional.interpolate(auxiliary_logits, size=labels.shape[-2:], mode="bilinear")
@@ -431,6 +426,11 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         return pixel_values.to(self.dtype)
 
     def _check_labels_match(self, labels: torch.Tensor, pixel_values: torch.Tensor) -> None:
+        if self.auxiliary_head is None:
+            raise ValueError(
+                "This model has no auxiliary head (`config.use_auxiliary_head=False`, as for converted official "
+                "GSS-FT-W models), and the stage-II loss needs one: call it without `labels`."
+            )
         check_labels(labels, self.config.num_labels, self.config.ignore_index)
         if labels.shape != (pixel_values.shape[0], *pixel_values.shape[-2:]):
             raise ValueError(
