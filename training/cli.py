@@ -7,6 +7,7 @@ prints those in one line. Everything else, and anything raised once training has
 that is a bug to report, not a typo to fix.
 """
 
+import argparse
 import contextlib
 import json
 import sys
@@ -57,14 +58,24 @@ def parse_json_object(text: str | None, flag: str) -> dict:
     return value
 
 
-def check_pretrained_path(argument: str, flag: str) -> None:
-    """Refuses a folder that does not exist, before a library would send its name to the Hub as a repository id.
-    A name shaped like a Hub id (`name` or `owner/name`) is left to the library unless the Hub is off."""
-    if Path(argument).expanduser().exists():
-        return
-    if is_local_path(argument):
-        raise UsageError(f"{flag} {argument}: the folder does not exist.")
-    if hub_offline():
-        raise UsageError(
-            f"{flag} {argument}: no such local folder, and HF_HUB_OFFLINE is set, so it is not looked up on the Hub."
-        )
+def check_pretrained_paths(args: argparse.Namespace, *names: str) -> None:
+    """Refuses each given `--<name>` folder that does not exist, before a library would send its name to the Hub as
+    a repository id. A name shaped like a Hub id (`name` or `owner/name`) is left to the library unless the Hub is
+    off. Flags that were not given are skipped."""
+    for name in names:
+        argument, flag = getattr(args, name), f"--{name}"
+        if not argument or Path(argument).expanduser().exists():
+            continue
+        if is_local_path(argument):
+            raise UsageError(f"{flag} {argument}: the folder does not exist.")
+        if hub_offline():
+            raise UsageError(
+                f"{flag} {argument}: no such local folder, and HF_HUB_OFFLINE is set, so it is not looked up on the "
+                "Hub."
+            )
+
+
+def check_crop_size(crop_size: list[int], token_stride: int) -> None:
+    """Refuses training crops the token grid does not divide (the tokenizer could not tokenise their labels)."""
+    if any(size % token_stride for size in crop_size):
+        raise UsageError(f"--crop_size {crop_size} must be divisible by the token stride {token_stride}.")

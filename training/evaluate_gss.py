@@ -18,7 +18,7 @@ from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 from gss_hf import IGNORE_INDEX, GSSImageProcessor
 from gss_hf.modeling_gss_tokenizer import tokenizer_class
 from training.common import launched_on_cpu_only, load_gss_config, make_image_processor
-from training.cli import UsageError, check_pretrained_path, run_script, usage_errors
+from training.cli import UsageError, check_pretrained_paths, run_script, usage_errors
 from training.data import SegmentationEvalDataset, add_data_arguments, load_splits_from_args
 from training.evaluation import evaluate_reconstruction, evaluate_segmentation
 
@@ -53,9 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.tokenizer_path and not args.config_name:
         parser.error("--tokenizer_path needs --config_name (the palette and classes the tokenizer was trained for).")
-    for flag in ("model_name_or_path", "tokenizer_path"):
-        if getattr(args, flag):
-            check_pretrained_path(getattr(args, flag), f"--{flag}")
+    check_pretrained_paths(args, "model_name_or_path", "tokenizer_path")
     return args
 
 

@@ -28,7 +28,7 @@ from training.common import (
     make_train_dataloader,
     train,
 )
-from training.cli import check_pretrained_path, run_script, usage_errors
+from training.cli import check_pretrained_paths, run_script, usage_errors
 from training.data import add_data_arguments, collate_segmentation
 
 
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_training_arguments(parser, "train_inverse.py", learning_rate=1e-3, max_train_steps=1000)
     args = parser.parse_args(argv)
     check_training_arguments(args)
-    check_pretrained_path(args.model_name_or_path, "--model_name_or_path")
+    check_pretrained_paths(args, "model_name_or_path")
     return args
 
 

@@ -36,7 +36,7 @@ from training.common import (
     make_train_dataloader,
     train,
 )
-from training.cli import UsageError, check_pretrained_path, run_script, usage_errors
+from training.cli import check_crop_size, check_pretrained_paths, run_script, usage_errors
 from training.data import SyntheticLabelDataset, add_data_arguments, collate_segmentation
 from training.evaluation import evaluate_reconstruction
 from training.metrics import count_tokens
@@ -99,8 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_training_arguments(parser, "train_posterior.py", learning_rate=1e-3, max_train_steps=2000)
     args = parser.parse_args(argv)
     check_training_arguments(args)
-    if args.tokenizer_path:
-        check_pretrained_path(args.tokenizer_path, "--tokenizer_path")
+    check_pretrained_paths(args, "tokenizer_path")
     return args
 
 
@@ -114,10 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
             tokenizer.check_compatible(config)
         else:
             tokenizer = build_tokenizer(config)
-        if any(size % tokenizer.token_stride for size in args.crop_size):
-            raise UsageError(
-                f"--crop_size {args.crop_size} must be divisible by the token stride {tokenizer.token_stride}."
-            )
+        check_crop_size(args.crop_size, tokenizer.token_stride)
         processor = make_image_processor(args, config.ignore_index)
         real, eval_dataset = make_datasets(args, config.num_labels, processor, with_images=False)
     synthetic = None

@@ -26,7 +26,7 @@ from training.common import (
     make_train_dataloader,
     train,
 )
-from training.cli import UsageError, check_pretrained_path, parse_json_object, run_script, usage_errors
+from training.cli import check_crop_size, check_pretrained_paths, parse_json_object, run_script, usage_errors
 from training.data import add_data_arguments, collate_segmentation
 
 
@@ -51,9 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--config_name needs --tokenizer_path: the prior learns the tokens of a trained tokenizer.")
     check_training_arguments(args)
     args.config_overrides = parse_json_object(args.config_overrides, "--config_overrides")
-    for flag in ("model_name_or_path", "tokenizer_path"):
-        if getattr(args, flag):
-            check_pretrained_path(getattr(args, flag), f"--{flag}")
+    check_pretrained_paths(args, "model_name_or_path", "tokenizer_path")
     return args
 
 
@@ -76,10 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator = make_accelerator(args, project_name="gss-prior")
         model = build_model(args)
         config = model.config
-        if any(size % config.token_stride for size in args.crop_size):
-            raise UsageError(
-                f"--crop_size {args.crop_size} must be divisible by the token stride {config.token_stride}."
-            )
+        check_crop_size(args.crop_size, config.token_stride)
         processor = make_image_processor(args, config.ignore_index)
         train_dataset, eval_dataset = make_datasets(args, config.num_labels, processor)
     dataloader = make_train_dataloader(train_dataset, args, collate_segmentation)
