@@ -324,12 +324,15 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
 
     @torch.no_grad()
     def generate_maskige(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The maskige the prior predicts for whole photos (batch, 3, H, W) -> (batch, 3, H, W), colours in 0..255,
-        without X^-1: what stage III trains the learned X^-1 on."""
+        """The maskige the prior predicts for whole photos, without X^-1: what stage III trains the learned X^-1 on.
+
+        (batch, 3, H, W) -> (batch, 3, H', W'), colours in 0..255, as the tokenizer decodes it: H' = h x
+        `tokenizer_stride` for the h x w token grid, so the photo's size on the "direct" route (rounded up to the
+        token stride) and twice it on "official_2x". X^-1 runs at this size and its scores are resized to the photo
+        (`resize_scores`), in training as in inference, which is the official GSS-FT-W function."""
         pixel_values = self._check_pixel_values(pixel_values)
         token_features, _ = self._prior(pixel_values)
-        maskige = self.tokenizer.decode(self._argmax_tokens(token_features))
-        return _resize_to(maskige, pixel_values.shape[-2:])
+        return self.tokenizer.decode(self._argmax_tokens(token_features))
 
     def _argmax_tokens(self, token_features: torch.Tensor) -> torch.LongTensor:
         weight, bias = self.prior_head.classifier_weight_and_bias
@@ -347,7 +350,7 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         token_logits = self.prior_head.classifier(token_features) if output_token_logits else None
         maskige = self.tokenizer.decode(token_ids)
         logits = self.inverse(maskige)
-        maskige, logits = _resize_to(maskige, size), _resize_to(logits, size)
+        maskige, logits = resize_scores(maskige, size), resize_scores(logits, size)
         return GSSSemanticSegmenterOutput(
             logits=logits,
             maskige=maskige,
@@ -488,9 +491,9 @@ def fill_unlabelled_pixels(
     return torch.where(to_fill, fill.to(labels.dtype), labels), fully_unlabelled
 
 
-def _resize_to(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(batch, channels, h, w) -> (batch, channels, *size), bilinear; unchanged when already of that size (the
-    decoded grid overshoots inputs whose sides are not multiples of the token stride)."""
+def resize_scores(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Class scores or maskiges at the tokenizer's resolution to the photo's: (batch, channels, h, w) -> (batch,
+    channels, *size), bilinear; unchanged when already of that size."""
     if maps.shape[-2:] == tuple(size):
         return maps
     return nn.functional.interpolate(maps, size=size, mode="bilinear")
@@ -508,4 +511,10 @@ GSSForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmenta
 # registered classes, and logs an error for anything else: GSS is listed there so that the pipeline accepts it.
 MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES.setdefault(GSSConfig.model_type, GSSForSemanticSegmentation.__name__)
 
-__all__ = ["GSSForSemanticSegmentation", "GSSPreTrainedModel", "GSSSemanticSegmenterOutput", "masked_cross_entropy"]
+__all__ = [
+    "GSSForSemanticSegmentation",
+    "GSSPreTrainedModel",
+    "GSSSemanticSegmenterOutput",
+    "masked_cross_entropy",
+    "resize_scores",
+]

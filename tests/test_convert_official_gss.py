@@ -4,15 +4,27 @@ token logits, token ids, maskige, the FT-W head output (learned X^-1 logits) and
 configs read from the full-size key lists."""
 
 import copy
+from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 from torch import nn
-from transformers import AutoModelForSemanticSegmentation
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline
 
 from gss_hf import GSSConfig, GSSForSemanticSegmentation
-from gss_hf.convert_official_gss import convert_checkpoint, convert_official_state_dict, official_config
+from gss_hf.convert_official_gss import (
+    RELEASED_MODELS,
+    convert_checkpoint,
+    convert_official_state_dict,
+    official_config,
+    released_model,
+)
+from gss_hf.maskige import upsample_labels_2x
+from gss_hf.modeling_gss import masked_cross_entropy, resize_scores
 from gss_hf.modeling_gss_inverse import TrainingFreeInverse
+from gss_hf.token_cross_entropy import TOKEN_IGNORE_INDEX
 from gss_hf.modeling_gss_prior import resize_and_concatenate
 from official_gss import RELATIVE_TOLERANCE, full_size_meta_state_dict, official_gss_file, relative_difference
 
@@ -26,6 +38,7 @@ FULL_SIZE_FF = {
 FULL_SIZE_FTW = {
     "state_dict_keys_ade20k_ftw_swin-l.txt": ("ade20k", "gss-ftw-swin-large"),
     "state_dict_keys_cityscapes_ftw_r101.txt": ("cityscapes", "gss-ftw-resnet101"),
+    "state_dict_keys_cityscapes_ftw_swin-l.txt": ("cityscapes", "gss-ftw-swin-large-cityscapes"),
 }
 FTW_FIXTURES = {"ade20k_ftw_swin_tiny": "ade20k", "cityscapes_ftw_r101_narrow": "cityscapes"}
 MASKIGE_TOLERANCE = 1e-2  # colours in 0..255
@@ -78,7 +91,8 @@ def converted(request) -> dict:
     import json
 
     checks = json.loads(official_gss_file(request.param, "tensors.json").read_text())["_checks"]
-    return {"name": request.param, "state_dict": state_dict, "config": config, "model": model, "levels": levels,
+    return {"name": request.param, "state_dict": state_dict, "config": config, "weights": weights, "model": model,
+            "levels": levels,
             "official": official, "output": output, "features": features, "maskige_2x": maskige_2x,
             "checks": checks}  # fmt: skip
 
@@ -180,7 +194,7 @@ def test_save_pretrained_round_trip_gives_the_same_outputs(converted, tmp_path):
 
     checkpoint = tmp_path / "official.safetensors"
     save_file(converted["state_dict"], checkpoint)
-    convert_checkpoint(checkpoint, FF_FIXTURES[converted["name"]], tmp_path / "converted")
+    convert_checkpoint(checkpoint, tmp_path / "converted", dataset=FF_FIXTURES[converted["name"]])
     loaded = AutoModelForSemanticSegmentation.from_pretrained(tmp_path / "converted").eval()
     assert isinstance(loaded, GSSForSemanticSegmentation)
     with torch.no_grad():
@@ -323,10 +337,174 @@ def test_ftw_save_pretrained_round_trip_gives_the_same_outputs(converted_ftw, tm
 
     checkpoint = tmp_path / "official.safetensors"
     save_file(converted_ftw["state_dict"], checkpoint)
-    convert_checkpoint(checkpoint, FTW_FIXTURES[converted_ftw["name"]], tmp_path / "converted")
+    convert_checkpoint(checkpoint, tmp_path / "converted", dataset=FTW_FIXTURES[converted_ftw["name"]])
     loaded = AutoModelForSemanticSegmentation.from_pretrained(tmp_path / "converted").eval()
     assert isinstance(loaded, GSSForSemanticSegmentation) and loaded.auxiliary_head is None
     with torch.no_grad():
         output = loaded(converted_ftw["official"]["pixel_values"], sliding_window=False)
     assert torch.equal(output.token_ids, converted_ftw["output"].token_ids)
     assert torch.equal(output.logits, converted_ftw["output"].logits)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training: the stage-II loss and its target tokens (FF), the stage-III loss (FT-W), in both BatchNorm modes
+# ---------------------------------------------------------------------------------------------------------------
+def without_dropout(config: GSSConfig, weights: dict[str, torch.Tensor]) -> GSSForSemanticSegmentation:
+    """The converted model with dropout and drop path off, as the fixtures were made (`dropout_ratio` 0, Swin
+    `drop_path_rate` 0), so that its training-mode outputs are deterministic."""
+    config = copy.deepcopy(config)
+    config.prior_dropout = 0.0
+    if config.backbone_config.model_type == "swin":
+        config.backbone_config.drop_path_rate = 0.0
+    model = GSSForSemanticSegmentation(config)
+    model.load_state_dict(weights, strict=True)
+    return model
+
+
+def in_official_bn_mode(model: GSSForSemanticSegmentation, mode: str) -> GSSForSemanticSegmentation:
+    """`evalbn`: everything in eval mode; `trainbn`: `model.train()` as the official `forward_train` ran, except
+    that FT-W's frozen backbone (`frozen_stages=4`) keeps its BatchNorms in eval mode, as the official one does."""
+    model.train(mode == "trainbn")
+    if mode == "trainbn" and model.config.inverse_type == "learned":
+        model.backbone.eval()
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["evalbn", "trainbn"])
+def test_stage_ii_losses_and_targets_match_the_official_forward_train(converted, mode):
+    official = converted["official"]
+    model = in_official_bn_mode(without_dropout(converted["config"], converted["weights"]), mode)
+    pixel_values, labels = official["pixel_values"], official["labels"][:, 0]
+    with torch.no_grad():
+        output = model(pixel_values, labels=labels, sliding_window=False)
+        levels = model.backbone(pixel_values)
+        auxiliary = model.auxiliary_head(levels, tuple(levels[0].shape[-2:]))
+    upsampled = upsample_labels_2x(labels)
+    assert torch.equal(upsampled, official["train_pixel_seg_label"][:, 0].long())
+    fill = nn.functional.interpolate(auxiliary, size=upsampled.shape[-2:], mode="bilinear").argmax(1)
+    for_reconstruction = torch.where(upsampled == 255, fill, upsampled)
+    assert torch.equal(for_reconstruction, official[f"train_{mode}.gt_for_recon"][:, 0].long())
+    targets = model.token_targets(upsampled, fill)
+    expected = official[f"train_{mode}.target_token_ids_masked"][:, 0]
+    assert torch.equal(targets, expected.masked_fill(expected == model.config.codebook_size, TOKEN_IGNORE_INDEX))
+    losses = {
+        "loss_ce": model.config.token_loss_weight * output.token_loss,
+        "loss_ce_pixel": model.config.auxiliary_loss_weight * output.auxiliary_loss,
+    }
+    for name, value in losses.items():
+        expected_loss = official[f"train_{mode}.losses.decode.{name}"]
+        assert relative_difference(value, expected_loss) <= RELATIVE_TOLERANCE, (name, float(value))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["evalbn", "trainbn"])
+def test_stage_iii_loss_matches_the_official_ftw_forward_train(converted_ftw, mode):
+    """The official GSS-FT-W loss: X^-1 on the predicted maskige at 2x, its scores resized to the label map,
+    cross-entropy; what `training/train_inverse.py` computes (with, there, the frozen prior in eval mode)."""
+    official = converted_ftw["official"]
+    model = in_official_bn_mode(without_dropout(converted_ftw["config"], converted_ftw["weights"]), mode)
+    labels = official["labels"][:, 0]
+    with torch.no_grad():
+        maskige = model.generate_maskige(official["pixel_values"])
+        logits = resize_scores(model.inverse(maskige), labels.shape[-2:])
+    loss = masked_cross_entropy(logits, labels, model.config.ignore_index)
+    assert maskige.shape[-2:] == (2 * labels.shape[-2], 2 * labels.shape[-1])
+    assert relative_difference(loss, official[f"train_{mode}.losses.decode.loss_ce"]) <= RELATIVE_TOLERANCE
+
+
+@pytest.mark.slow
+def test_without_the_2x_inverse_the_stage_iii_loss_differs(converted_ftw):
+    """Control: X^-1 on the maskige resized to the photo first (gss_hf's old stage-III order) is another function."""
+    official = converted_ftw["official"]
+    model = converted_ftw["model"]
+    labels = official["labels"][:, 0]
+    with torch.no_grad():
+        maskige = resize_scores(model.generate_maskige(official["pixel_values"]), labels.shape[-2:])
+        loss = masked_cross_entropy(model.inverse(maskige), labels, model.config.ignore_index)
+    assert relative_difference(loss, official["train_evalbn.losses.decode.loss_ce"]) > 10 * RELATIVE_TOLERANCE
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The six released models: every key converted, loaded strictly into its preset (meta tensors, nothing allocated)
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("file_name", sorted({**FULL_SIZE_FF, **FULL_SIZE_FTW}))
+def test_full_size_checkpoint_converts_and_loads_strictly_into_its_preset(file_name):
+    dataset, preset = {**FULL_SIZE_FF, **FULL_SIZE_FTW}[file_name]
+    config, weights = convert_official_state_dict(full_size_meta_state_dict(file_name))
+    assert config.palette_name == dataset
+    is_ftw = file_name in FULL_SIZE_FTW
+    with torch.device("meta"):
+        model = GSSForSemanticSegmentation(GSSConfig.from_preset(preset, use_auxiliary_head=not is_ftw))
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    assert {key: tuple(value.shape) for key, value in weights.items()} == expected
+    loading = model.load_state_dict(weights, strict=True, assign=True)
+    assert not loading.missing_keys and not loading.unexpected_keys
+    assert released_model(config, weights).preset == preset
+
+
+def test_every_released_model_has_a_full_size_key_list():
+    assert sorted(release.preset for release in RELEASED_MODELS) == sorted(
+        preset for _, preset in {**FULL_SIZE_FF, **FULL_SIZE_FTW}.values()
+    )
+
+
+@pytest.mark.slow
+def test_a_shrunk_model_matches_no_released_one(converted):
+    assert released_model(converted["config"], converted["weights"]) is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The official test pipeline, through the saved processor and the pipeline
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def saved(converted, tmp_path_factory) -> Path:
+    """The fixture converted by `convert_checkpoint` from an mmcv-style checkpoint file."""
+    folder = tmp_path_factory.mktemp(converted["name"])
+    torch.save({"meta": {"mmcv_version": "1.6.0", "CLASSES": ("a", "b")}, "state_dict": converted["state_dict"]},
+               folder / "iter_80000.pth")  # fmt: skip
+    convert_checkpoint(folder / "iter_80000.pth", folder / "converted")
+    return folder / "converted"
+
+
+@pytest.mark.slow
+def test_saved_folder_has_the_official_test_pipeline(converted, saved):
+    processor = AutoImageProcessor.from_pretrained(saved)
+    config = AutoConfig.from_pretrained(saved)
+    if FF_FIXTURES[converted["name"]] == "ade20k":
+        assert processor.size == {"shortest_edge": 512, "longest_edge": 2048} and processor.do_reduce_labels
+        assert not config.sliding_window
+    else:
+        assert processor.size == {"shortest_edge": 1024, "longest_edge": 2048} and not processor.do_reduce_labels
+        assert config.sliding_window
+        assert (config.sliding_window_crop_size, config.sliding_window_stride) == (768, 512)
+    assert processor.size_rounding == "nearest"
+    assert {"README.md", "model.safetensors", "config.json", "preprocessor_config.json", "modeling_gss.py"} <= {
+        path.name for path in saved.iterdir()
+    }
+
+
+@pytest.mark.slow
+def test_the_processor_gives_the_official_pixel_values(converted, saved):
+    official = converted["official"]
+    processor = AutoImageProcessor.from_pretrained(saved, do_resize=False)
+    pixel_values = processor(official["image_uint8"].numpy(), return_tensors="pt").pixel_values
+    assert relative_difference(pixel_values, official["pixel_values"]) <= 1e-6
+
+
+@pytest.mark.slow
+def test_the_pipeline_gives_the_official_segmentation(converted, saved):
+    """`pipeline("image-segmentation")` on the fixture photo (at its own size, as the official code ran it: the
+    fixture is smaller than the test scale) reproduces the official `simple_test` segmentation."""
+    official = converted["official"]
+    height, width = official["segmentation"].shape
+    processor = AutoImageProcessor.from_pretrained(saved, size={"height": height, "width": width})
+    segmenter = pipeline("image-segmentation", model=str(saved), image_processor=processor)
+    segments = segmenter(PIL.Image.fromarray(official["image_uint8"].numpy()), subtask="semantic")
+    label2id = AutoConfig.from_pretrained(saved).label2id
+    segmentation = torch.full((height, width), -1)
+    for segment in segments:
+        segmentation[torch.from_numpy(np.array(segment["mask"]) > 0)] = label2id[segment["label"]]
+    agreement = (segmentation == official["segmentation"]).double().mean()
+    assert agreement >= SEGMENTATION_AGREEMENT

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard, constants
 
-from training.hub_utils import push_to_hub, training_command, write_model_card
+from gss_hf.hub_utils import push_to_hub, training_command, write_model_card
 
 
 METRICS = {"mean_iou": 0.6123, "mean_accuracy": 0.7, "overall_accuracy": 0.9, "live_codes": 17}

@@ -12,7 +12,7 @@ from transformers.testing_utils import CaptureLogger
 from transformers.utils import logging
 
 from gss_hf import GSSForSemanticSegmentation, MaskigeTokenizer, generate_palette, maskige_from_labels
-from gss_hf.modeling_gss import fill_unlabelled_pixels, masked_cross_entropy
+from gss_hf.modeling_gss import fill_unlabelled_pixels, masked_cross_entropy, resize_scores
 from gss_hf.token_cross_entropy import TOKEN_IGNORE_INDEX
 from tiny_models import NUM_TINY_LABELS, TINY_BACKBONES, tiny_gss_config, tiny_tokenizer_config
 
@@ -232,12 +232,15 @@ def test_set_inverse_gives_a_fresh_frozen_learned_inverse_and_records_it():
 
 
 def test_generate_maskige_is_the_predicted_maskige_without_the_inverse(model):
+    """At the decoder's size (the token grid covers 30x46 with 32x48); resized, it is the prediction's maskige and
+    X^-1 on it gives the prediction's scores."""
     pixel_values = torch.randn(2, 3, 30, 46)
     with torch.no_grad():
-        expected = model(pixel_values).maskige
+        expected = model(pixel_values)
     maskige = model.generate_maskige(pixel_values)
-    assert maskige.shape == (2, 3, 30, 46) and not maskige.requires_grad
-    torch.testing.assert_close(maskige, expected)
+    assert maskige.shape == (2, 3, 32, 48) and not maskige.requires_grad
+    torch.testing.assert_close(resize_scores(maskige, (30, 46)), expected.maskige)
+    torch.testing.assert_close(resize_scores(model.inverse(maskige), (30, 46)), expected.logits)
 
 
 def test_the_stage_ii_loss_never_reaches_the_learned_inverse_which_stays_frozen():

@@ -38,7 +38,7 @@ from training.data import (
     load_splits_from_args,
 )
 from training.evaluation import evaluate_segmentation
-from training.hub_utils import push_to_hub, training_command, write_model_card
+from gss_hf.hub_utils import push_to_hub, training_command, write_model_card
 
 
 CHECKPOINT_PREFIX = "checkpoint-"

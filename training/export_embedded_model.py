@@ -19,7 +19,7 @@ from gss_hf import GSSImageProcessor
 from gss_hf.segment_cli import EMBEDDED_MODEL
 from training.data import CAMVID_VOID_VALUE, read_segnet_photos_and_labels
 from training.evaluation import evaluate_photos
-from training.hub_utils import write_model_card
+from gss_hf.hub_utils import write_model_card
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ import argparse
 from transformers import AutoImageProcessor
 
 from gss_hf import GSSForSemanticSegmentation
-from gss_hf.modeling_gss import masked_cross_entropy
+from gss_hf.modeling_gss import masked_cross_entropy, resize_scores
 from training.common import (
     add_training_arguments,
     check_training_arguments,
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     def loss_function(batch: dict) -> tuple:
         with accelerator.autocast():
             maskige = model.generate_maskige(batch["pixel_values"])
-        return masked_cross_entropy(inverse(maskige), batch["labels"], config.ignore_index), {}
+        logits = resize_scores(inverse(maskige), batch["labels"].shape[-2:])
+        return masked_cross_entropy(logits, batch["labels"], config.ignore_index), {}
 
     train(accelerator, args, inverse, optimizer, schedule, dataloader, loss_function)
     return evaluate_and_save_model(

@@ -8,7 +8,7 @@ from pathlib import Path
 import datasets
 import huggingface_hub
 
-from training.hub_utils import hub_is_reachable
+from gss_hf.hub_utils import hub_is_reachable
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

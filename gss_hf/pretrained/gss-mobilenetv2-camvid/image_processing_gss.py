@@ -59,9 +59,15 @@ class GSSImageProcessorKwargs(ImagesKwargs, total=False):
         A label value that means unlabelled (CamVid's files: 11); it becomes `ignore_index`.
     label_id_map (`dict[int, int]`, *optional*, defaults to `self.label_id_map`):
         Label values -> class ids (e.g. Cityscapes labelIds -> trainIds); unlisted values become `ignore_index`.
+    size_rounding (`str`, *optional*, defaults to `self.size_rounding`):
+        How a `shortest_edge` resize rounds the sides: "floor" (transformers' rule: the short side is set, the long
+        one truncated) or "nearest" (mmcv's `Resize(keep_ratio=True)`, the official GSS test pipeline: one scale
+        factor, the smaller of shortest_edge / short side and longest_edge / long side, each side rounded to the
+        nearest pixel). They differ by one pixel on about half of all photo sizes.
     """
 
     do_reduce_labels: bool
+    size_rounding: str
     ignore_index: int
     void_value: int | None
     label_id_map: dict[int, int] | None
@@ -133,9 +139,11 @@ class GSSImageProcessor(PilBackend):
     ignore_index = IGNORE_INDEX
     void_value = None
     label_id_map = None
+    size_rounding = "floor"
 
     def __init__(self, **kwargs: Unpack[GSSImageProcessorKwargs]):
         super().__init__(**kwargs)
+        check_size_rounding(self.size_rounding)
         self.label_spec  # validates the label settings now rather than at the first label map
 
     @property
@@ -232,11 +240,16 @@ class GSSImageProcessor(PilBackend):
         **kwargs,
     ) -> list[np.ndarray]:
         """Resizes, rescales and normalises channel-first uint8 RGB photos into float32 arrays."""
+        size_rounding = kwargs.get("size_rounding") or self.size_rounding
+        check_size_rounding(size_rounding)
         processed_images = []
         for index, image in enumerate(images):
             if do_resize:
                 check_short_edge_resize(image.shape[1:], size, index)
-                image = self.resize(image, size, resample)
+                if size_rounding == "nearest" and size.shortest_edge:
+                    image = self.resize(image, nearest_keep_ratio_size(image.shape[1:], size), resample)
+                else:
+                    image = self.resize(image, size, resample)
             if do_rescale:
                 image = self.rescale(image, rescale_factor)
             if do_normalize:
@@ -276,6 +289,24 @@ class GSSImageProcessor(PilBackend):
             F.interpolate(scores[None], size=tuple(target_size), mode="bilinear", align_corners=False)[0].argmax(0)
             for scores, target_size in zip(logits, target_sizes)
         ]
+
+
+SIZE_ROUNDINGS = ("floor", "nearest")
+
+
+def check_size_rounding(size_rounding: str) -> None:
+    if size_rounding not in SIZE_ROUNDINGS:
+        raise ValueError(f"`size_rounding` must be one of {SIZE_ROUNDINGS}, got {size_rounding!r}.")
+
+
+def nearest_keep_ratio_size(shape: tuple[int, int], size: SizeDict) -> SizeDict:
+    """mmcv's `rescale_size` for a (height, width) photo: one scale factor that brings the short side to
+    `shortest_edge` without the long side passing `longest_edge` (when set), each side rounded to the nearest pixel."""
+    height, width = shape
+    scale = size.shortest_edge / min(height, width)
+    if size.longest_edge:
+        scale = min(scale, size.longest_edge / max(height, width))
+    return SizeDict(height=int(height * scale + 0.5), width=int(width * scale + 0.5))
 
 
 def check_short_edge_resize(shape: tuple[int, int], size: SizeDict, index: int) -> None:

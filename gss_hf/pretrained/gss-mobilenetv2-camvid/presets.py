@@ -74,6 +74,10 @@ def paper_preset(dataset: str, backbone: dict, prior_depth: int, inverse_type: s
         "inverse_depth": 1 if dataset == "cityscapes" else 2,
         "prior_fuse_norm_activation": True,
         "nearest_inverse_one_hot": True,
+        # The official Cityscapes test pipeline: 2048x1024 photos by sliding window (768 crops, stride 512).
+        "sliding_window": dataset == "cityscapes",
+        "sliding_window_crop_size": 768,
+        "sliding_window_stride": 512,
         **_labels(names),
     }
 

@@ -1,4 +1,5 @@
-"""The end of a training run on the Hub: the model card, the exact training command, and a push that fails fast.
+"""A model on its way to the Hub (the end of a training run, or a converted official checkpoint): the model card, the
+exact training command, and a push that fails fast.
 
 huggingface_hub's shared HTTP client has no timeout (`timeout=None`): against a Hub that accepts connections but never
 answers, `create_repo` waits forever. `push_to_hub` therefore checks, with a short timeout, that the Hub answers at
@@ -27,6 +28,14 @@ GSS_CITATION = """\
   booktitle = {CVPR},
   year      = {2023}
 }"""
+
+GSS_SUMMARY = (
+    "A [Generative Semantic Segmentation](https://arxiv.org/abs/2303.11316) (GSS, CVPR 2023) model. GSS paints a "
+    "label map as an RGB *maskige*,\na VQ tokenizer turns maskiges into discrete tokens and back, and an image-"
+    "conditioned prior predicts the tokens from the photo;\ndecoding them gives a maskige, and an inverse colour "
+    "map turns it back into class labels."
+)
+GSS_TAGS = ["gss", "semantic-segmentation", "generative"]
 
 _HUB_TOKEN_FLAG = "--hub_token"
 
@@ -79,7 +88,7 @@ def write_model_card(
         license=license,
         library_name="transformers",
         pipeline_tag="image-segmentation",
-        tags=["gss", "semantic-segmentation", "generative"],
+        tags=GSS_TAGS,
         datasets=[dataset_id] if dataset_id else None,
         base_model=base_model,
         eval_results=eval_results or None,
@@ -87,12 +96,23 @@ def write_model_card(
     metrics_rows = [f"| {name} | {_format_metric(value)} |" for name, value in metrics.items()]
     metrics_table = "\n".join(["| Metric | Value |", "|---|---|", *metrics_rows])
     sections = [
+        task_description,
+        f"## Evaluation\n\nOn {dataset_name}:\n\n{metrics_table}" if metrics else "",
+        f"## Training\n\n```bash\n{training_command}\n```",
+        extra_sections,
+    ]
+    return save_model_card(output_dir, card_data, model_id, sections)
+
+
+def save_model_card(output_dir: str | Path, card_data: ModelCardData, model_id: str, sections: list[str]) -> ModelCard:
+    """Writes `output_dir/README.md` (creating the folder): the metadata, a title, `sections[0]` (what this model
+    is), what GSS is, how to load it, the other sections (empty ones skipped) and the paper to cite. Every GSS card,
+    trained here or converted, has this layout."""
+    task_description, *rest = sections
+    body_sections = [
         f"# {model_id}",
         task_description,
-        "A [Generative Semantic Segmentation](https://arxiv.org/abs/2303.11316) (GSS, CVPR 2023) model. GSS paints a "
-        "label map as an RGB *maskige*,\na VQ tokenizer turns maskiges into discrete tokens and back, and an image-"
-        "conditioned prior predicts the tokens from the photo;\ndecoding them gives a maskige, and an inverse colour "
-        "map turns it back into class labels.",
+        GSS_SUMMARY,
         "## How to use\n\n"
         "```python\n"
         "from transformers import AutoModelForSemanticSegmentation, pipeline\n\n"
@@ -100,12 +120,10 @@ def write_model_card(
         f'segmenter = pipeline("image-segmentation", model="{model_id}", trust_remote_code=True)\n'
         'segments = segmenter("photo.jpg")  # one {"label", "mask"} per class present\n'
         "```",
-        f"## Evaluation\n\nOn {dataset_name}:\n\n{metrics_table}" if metrics else "",
-        f"## Training\n\n```bash\n{training_command}\n```",
-        extra_sections,
+        *rest,
         f"## Citation\n\n```bibtex\n{GSS_CITATION}\n```",
     ]
-    body = "\n\n".join(section.strip() for section in sections if section.strip())
+    body = "\n\n".join(section.strip() for section in body_sections if section.strip())
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}\n")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
