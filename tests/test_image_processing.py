@@ -355,3 +355,30 @@ def test_a_resize_without_a_long_edge_bound_refuses_what_would_not_fit():
     with pytest.raises(ValueError, match=r"Image 0 would be processed at about 720000x360 pixels.*longest_edge"):
         short_edge_only(images=np.zeros((1, 2000, 3), dtype=np.uint8), input_data_format="channels_last")
     assert short_edge_only(images=np.zeros((360, 480, 3), dtype=np.uint8))["pixel_values"][0].shape == (3, 360, 480)
+
+
+def mmcv_keep_ratio_size(height: int, width: int, short: int, long: int) -> tuple[int, int]:
+    """mmcv's `rescale_size(keep_ratio=True)` for img_scale (long, short), as its documentation states it."""
+    scale = min(long / max(height, width), short / min(height, width))
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def test_nearest_size_rounding_gives_mmcvs_keep_ratio_sizes():
+    processor = GSSImageProcessor(size={"shortest_edge": 512, "longest_edge": 2048}, size_rounding="nearest")
+    floor = GSSImageProcessor(size={"shortest_edge": 512, "longest_edge": 2048})
+    generator = np.random.default_rng(0)
+    differs = 0
+    for height, width in [(20, 4000), *generator.integers(200, 1200, size=(20, 2)).tolist()]:
+        photo, labels = np.zeros((height, width, 3), np.uint8), np.zeros((height, width), np.uint8)
+        output = processor(photo, segmentation_maps=labels, return_tensors="pt")
+        expected = mmcv_keep_ratio_size(height, width, 512, 2048)
+        assert tuple(output.pixel_values.shape[-2:]) == expected == tuple(output.labels.shape[-2:])
+        differs += tuple(floor(photo, return_tensors="pt").pixel_values.shape[-2:]) != expected
+    assert differs > 0  # the default ("floor", transformers' rule) is another one
+
+
+def test_an_unknown_size_rounding_is_refused():
+    with pytest.raises(ValueError, match=r"`size_rounding` must be one of \('floor', 'nearest'\), got 'round'"):
+        GSSImageProcessor(size_rounding="round")
+    with pytest.raises(ValueError, match="`size_rounding` must be one of"):
+        GSSImageProcessor()(np.zeros((8, 8, 3), np.uint8), size_rounding="ceil")

@@ -43,3 +43,16 @@ def test_every_test_the_reliability_table_names_exists():
             named.append((test_file, test_name))
     missing = [(file, name) for file, name in named if f"def {name}(" not in (REPO / "tests" / file).read_text()]
     assert not missing
+
+
+def test_the_released_models_table_is_the_converters():
+    from gss_hf.convert_official_gss import DATASET_NAMES, RELEASED_MODELS
+
+    section = README[README.index("## The paper's models") : README.index("## The token loss never forms")]
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| GSS-")]
+    table = {row[-1].strip(" `"): (row[1].strip(), float(row[3]), row[4].strip(" `")) for row in rows}
+    expected = {
+        release.preset: (DATASET_NAMES[release.dataset], release.reported_miou, release.official_config)
+        for release in RELEASED_MODELS
+    }
+    assert table == expected
