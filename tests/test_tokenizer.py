@@ -148,3 +148,25 @@ def test_cpu_preset_tokenizer_on_a_camvid_sized_maskige():
     token_ids = tokenizer.encode(maskige_from_labels(labels, config.palette, config.ignore_color))
     assert token_ids.shape == (1, 90, 120) and int(token_ids.max()) < config.codebook_size
     assert tokenizer.decode(token_ids).shape == (1, 3, 360, 480)
+
+
+def test_freeze_tokens_trains_only_the_decoder_and_keeps_every_token(maskige):
+    torch.manual_seed(0)
+    tokenizer = MaskigeTokenizer.from_config(tiny_tokenizer_config())
+    before = tokenizer.encode(maskige)
+    tokenizing = {key: value.clone() for key, value in tokenizer.tokenizing_state_dict().items()}
+    decoder = {key: value.clone() for key, value in tokenizer.vqmodel.decoder.state_dict().items()}
+    tokenizer.freeze_tokens()
+    trainable = [parameter for parameter in tokenizer.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    for _ in range(2):
+        tokenizer(maskige).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert {name.split(".")[1] for name, p in tokenizer.named_parameters() if p.requires_grad} == {
+        "post_quant_conv", "decoder"
+    }
+    assert tokenizing.keys() == tokenizer.tokenizing_state_dict().keys() and len(tokenizing) > 0
+    assert all(torch.equal(value, tokenizer.tokenizing_state_dict()[key]) for key, value in tokenizing.items())
+    assert torch.equal(tokenizer.encode(maskige), before)
+    assert any(not torch.equal(value, tokenizer.vqmodel.decoder.state_dict()[key]) for key, value in decoder.items())

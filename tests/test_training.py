@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from gss_hf import DalleTokenizer, GSSForSemanticSegmentation
+from gss_hf import DalleTokenizer, GSSForSemanticSegmentation, MaskigeTokenizer
 from gss_hf.label_spec import LabelSpec
 from tiny_models import NUM_TINY_LABELS, tiny_gss_config
 from training import cli
@@ -218,6 +218,57 @@ def test_baseline_trains_through_the_same_pipeline_and_the_evaluation_script_rep
 
 
 @pytest.mark.slow
+def test_decoder_only_fine_tuning_keeps_the_tokens_and_evaluates_inside_the_model(
+    tiny_data, tiny_config_dir, tiny_tokenizer, tiny_prior, tmp_path
+):
+    output = tmp_path / "decoder"
+    run_script(
+        "train_posterior.py", "--config_name", tiny_config_dir, "--tokenizer_path", tiny_tokenizer,
+        "--train_decoder_only", "--reseed_dead_codes_every", "0", "--label_loss_weight", "1", "--data_dir", tiny_data,
+        *TINY_DATA, "--output_dir", output, "--max_train_steps", "3",
+    )  # fmt: skip
+    original, tuned = MaskigeTokenizer.from_pretrained(tiny_tokenizer), MaskigeTokenizer.from_pretrained(output)
+    original_tokenizing, tuned_tokenizing = original.tokenizing_state_dict(), tuned.tokenizing_state_dict()
+    assert all(torch.equal(value, tuned_tokenizing[key]) for key, value in original_tokenizing.items())
+    assert not torch.equal(original.vqmodel.decoder.conv_out.weight, tuned.vqmodel.decoder.conv_out.weight)
+
+    arguments = ["--model_name_or_path", tiny_prior, "--data_dir", tiny_data, "--void_value", VOID]
+    run_script("evaluate_gss.py", *arguments, "--tokenizer_path", output, "--output_file", tmp_path / "swapped.json")
+    from transformers import AutoImageProcessor
+
+    model = GSSForSemanticSegmentation.from_pretrained(tiny_prior).eval()
+    model.load_tokenizer(tuned)
+    processor = AutoImageProcessor.from_pretrained(tiny_prior)
+    names = sorted(path.name for path in (tiny_data / "val").iterdir())
+    photos, labels = read_segnet_photos_and_labels(tiny_data, "val", names, processor.label_spec)
+    expected = evaluate_photos(model, processor, photos, labels)
+    swapped = json.loads((tmp_path / "swapped.json").read_text())
+    assert swapped["mean_iou"] == pytest.approx(expected["mean_iou"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_a_decoder_of_another_tokenizer_is_refused(tiny_data, tiny_tokenizer, tiny_prior, tmp_path, capsys):
+    other = MaskigeTokenizer.from_pretrained(tiny_tokenizer)
+    with torch.no_grad():
+        other.vqmodel.quantize.embedding.weight.add_(0.5)
+    other.save_pretrained(tmp_path / "other")
+    says = usage_error_of("evaluate_gss.py", ["--model_name_or_path", tiny_prior, "--tokenizer_path", tmp_path / "other",
+                                              "--data_dir", tiny_data, "--void_value", VOID], capsys)  # fmt: skip
+    assert "tokenises differently from the model's tokenizer" in says and "quantize.embedding.weight" in says
+
+
+@pytest.mark.slow
+def test_usage_errors_of_decoder_only_fine_tuning(tiny_data, tiny_config_dir, tiny_tokenizer, tmp_path, capsys):
+    base = ["--config_name", tiny_config_dir, "--data_dir", tiny_data, *TINY_DATA, "--output_dir", tmp_path / "out"]
+    says = usage_error_of("train_posterior.py", [*base, "--train_decoder_only", "--reseed_dead_codes_every", "0"], capsys)
+    assert "--train_decoder_only fine-tunes a trained tokenizer's decoder: give --tokenizer_path" in says
+    says = usage_error_of("train_posterior.py", [*base, "--tokenizer_path", tiny_tokenizer, "--train_decoder_only"], capsys)
+    assert "add --reseed_dead_codes_every 0" in says
+    says = usage_error_of("train_posterior.py", [*base, "--label_loss_weight", "-1"], capsys)
+    assert "--label_loss_weight must be >= 0" in says
+
+
+@pytest.mark.slow
 def test_tokenizer_reconstruction_evaluation(tiny_tokenizer, tiny_config_dir, tiny_data, tmp_path):
     run_script(
         "evaluate_gss.py", "--tokenizer_path", tiny_tokenizer, "--config_name", tiny_config_dir,
@@ -389,7 +440,7 @@ def usage_error_of(script: str, arguments: list, capsys) -> str:
     with pytest.raises(SystemExit) as exit_info:
         cli.run_script(lambda: module.main([str(argument) for argument in arguments]))
     assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
+    lines = [line for line in capsys.readouterr().err.strip().splitlines() if "it/s]" not in line]  # no progress bars
     assert lines[0].startswith("pytest: error: ") or lines[0].startswith(f"{Path(sys.argv[0]).name}: error: ")
     assert "Traceback" not in "\n".join(lines)
     return "\n".join(lines)

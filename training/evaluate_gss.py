@@ -1,4 +1,6 @@
-"""Evaluation: segmentation mIoU of a GSS model, or reconstruction mIoU and codebook usage of a tokenizer alone.
+"""Evaluation: segmentation mIoU of a GSS model, or reconstruction mIoU and codebook usage of a tokenizer alone, or
+the segmentation mIoU of a model with another tokenizer's decoder (both flags; the tokenizer must tokenise exactly as
+the model's does, as one fine-tuned by `train_posterior.py --train_decoder_only` from it).
 
     accelerate launch training/evaluate_gss.py --model_name_or_path outputs/gss-camvid --data_dir ../shared/data/camvid --void_value 11
     accelerate launch training/evaluate_gss.py --tokenizer_path outputs/tokenizer --config_name gss-mobilenetv2-camvid \
@@ -12,10 +14,11 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-from gss_hf import IGNORE_INDEX, GSSImageProcessor
+from gss_hf import IGNORE_INDEX, GSSImageProcessor, MaskigeTokenizer
 from gss_hf.modeling_gss_tokenizer import tokenizer_class
 from training.common import launched_on_cpu_only, load_gss_config, make_image_processor
 from training.cli import UsageError, check_pretrained_paths, run_script, usage_errors
@@ -38,11 +41,28 @@ def model_ignore_index(config) -> int:
     return getattr(config, "ignore_index", getattr(config, "semantic_loss_ignore_index", IGNORE_INDEX))
 
 
+def swap_decoder(model, tokenizer_path: str) -> None:
+    """Loads the tokenizer at `tokenizer_path` into `model`, refusing one that tokenises differently (another
+    encoder or codebook): the model's prior was trained to predict its own tokenizer's tokens."""
+    tokenizer = tokenizer_class(model.config).from_pretrained(tokenizer_path)
+    if not isinstance(tokenizer, MaskigeTokenizer):
+        raise UsageError(f"Only a VQModel tokenizer's decoder can be swapped in, not a {type(tokenizer).__name__}.")
+    own = model.tokenizer.tokenizing_state_dict()
+    given = tokenizer.tokenizing_state_dict()
+    different = sorted(key for key in own if key not in given or not torch.equal(own[key], given[key].to(own[key])))
+    if different:
+        raise UsageError(
+            f"{tokenizer_path} tokenises differently from the model's tokenizer (its {different[:3]} differ): the "
+            "prior predicts the model's own tokens. Give a tokenizer fine-tuned with --train_decoder_only from it."
+        )
+    model.load_tokenizer(tokenizer.to(model.device))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--model_name_or_path", help="A GSS model folder or Hub id: segmentation scores.")
-    what.add_argument("--tokenizer_path", help="A stage-I tokenizer folder: reconstruction scores.")
+    parser.add_argument("--model_name_or_path", help="A GSS model folder or Hub id: segmentation scores.")
+    parser.add_argument("--tokenizer_path", help="A stage-I tokenizer folder: reconstruction scores; with "
+                        "--model_name_or_path, swapped into the model (same encoder and codebook).")  # fmt: skip
     parser.add_argument("--config_name", help="GSS preset or config folder giving the palette (with --tokenizer_path).")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--per_device_eval_batch_size", type=int, default=4)
@@ -51,7 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_file", help="Also write the scores here as JSON.")
     add_data_arguments(parser)
     args = parser.parse_args(argv)
-    if args.tokenizer_path and not args.config_name:
+    if not (args.model_name_or_path or args.tokenizer_path):
+        parser.error("give --model_name_or_path (segmentation), --tokenizer_path (reconstruction) or both.")
+    if args.tokenizer_path and not (args.config_name or args.model_name_or_path):
         parser.error("--tokenizer_path needs --config_name (the palette and classes the tokenizer was trained for).")
     check_pretrained_paths(args, "model_name_or_path", "tokenizer_path")
     return args
@@ -69,6 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
                 saved_processor = None
             processor = make_image_processor(args, model_ignore_index(model.config), base=saved_processor)
             dataset = eval_dataset_for(args, model.config.num_labels, processor)
+            if args.tokenizer_path:
+                swap_decoder(model, args.tokenizer_path)
         else:
             config = load_gss_config(args.config_name)
             tokenizer = tokenizer_class(config).from_pretrained(args.tokenizer_path).to(accelerator.device)

@@ -142,6 +142,24 @@ class MaskigeTokenizer(GSSTokenizer):
         )
         return self.decode_latents(quantized)[0]
 
+    # The modules that decide which token a maskige gets; `post_quant_conv` and `decoder` only draw tokens.
+    TOKENIZING_MODULES = ("encoder", "quant_conv", "quantize")
+
+    def tokenizing_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights of the encoder, its output convolution and the codebook: two tokenizers that share them give
+        every maskige the same tokens, so a stage-II prior trained on one is valid for the other."""
+        return {
+            key: value
+            for key, value in self.vqmodel.state_dict().items()
+            if key.split(".")[0] in self.TOKENIZING_MODULES
+        }
+
+    def freeze_tokens(self) -> None:
+        """Only the decoder (and `post_quant_conv`) trains from now on: the encoder and codebook are frozen, so token
+        ids, and any prior trained on them, stay valid while the decoder learns to draw them better."""
+        for name in self.TOKENIZING_MODULES:
+            getattr(self.vqmodel, name).requires_grad_(False)
+
     @torch.no_grad()
     def reseed_dead_codes(self, usage: torch.LongTensor, latents: torch.Tensor, generator: torch.Generator) -> int:
         dead = (usage == 0).nonzero().flatten()
