@@ -429,7 +429,8 @@ def write_converted_model_card(
     """The model card of a converted checkpoint: where it came from (file name, SHA-256, the released model it
     matches), the authors' reported mIoU labelled as reported, what the converter's parity tests verify, the test
     pipeline it was saved with, the licences (GSS weights, OpenAI's dVAE) and the citation."""
-    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    with checkpoint.open("rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()  # streamed: released checkpoints are ~2 GB
     variant = "GSS-FT-W (learned X^-1)" if config.inverse_type == "learned" else "GSS-FF (nearest-colour X^-1)"
     dataset = DATASET_NAMES[config.palette_name]
     backbone = "Swin" if config.backbone_config.model_type == "swin" else "ResNetV1c"
