@@ -106,8 +106,8 @@ def test_no_weights_is_exactly_the_unweighted_loss_and_equal_weights_give_the_sa
     features, weight, bias, targets = inputs()
     plain = chunked_token_cross_entropy(features, weight, bias, targets, 7)
     assert torch.equal(chunked_token_cross_entropy(features, weight, bias, targets, 7, token_weights=None), plain)
-    equal = chunked_token_cross_entropy(features, weight, bias, targets, 7, token_weights=torch.full(targets.shape, 2.5))
-    torch.testing.assert_close(equal, plain)
+    equal_weights = torch.full(targets.shape, 2.5)
+    torch.testing.assert_close(chunked_token_cross_entropy(features, weight, bias, targets, 7, equal_weights), plain)
 
 
 def test_zero_weights_give_zero_connected_to_the_graph_and_bad_shapes_are_refused():

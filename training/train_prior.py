@@ -16,7 +16,7 @@ import argparse
 
 import numpy as np
 
-from gss_hf import GSSForSemanticSegmentation
+from gss_hf import GSSConfig, GSSForSemanticSegmentation
 from gss_hf.modeling_gss_tokenizer import tokenizer_class
 from gss_hf.pretrained_mobilenet_v2 import gss_model_with_imagenet_mobilenet_v2
 from training.common import (
@@ -116,11 +116,12 @@ def inverse_sqrt_frequency_weights(counts: np.ndarray, max_weight: float = MAX_C
     return [round(float(weight), 6) for weight in np.minimum(weights, max_weight)]
 
 
-def set_token_loss_class_weights(args: argparse.Namespace, config, train_dataset: ProcessedSplit) -> None:
+def set_token_loss_class_weights(args: argparse.Namespace, config: GSSConfig, train_dataset: ProcessedSplit) -> None:
     """Writes the weights of `--token_loss_class_weighting` into `config` (saved with the model); 'none' leaves it."""
     if args.token_loss_class_weighting == "none":
         return
-    config.token_loss_class_weights = inverse_sqrt_frequency_weights(class_pixel_counts(train_dataset, config.num_labels))
+    counts = class_pixel_counts(train_dataset, config.num_labels)
+    config.token_loss_class_weights = inverse_sqrt_frequency_weights(counts)
     config.validate()
 
 
