@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--embedded", help="The shipped model folder (scored through its processor).")
     parser.add_argument("--config_name", default="gss-mobilenetv2-camvid", help="Palette and classes of --tokenizer.")
     parser.add_argument("--camvid_dir", type=Path, default=CAMVID)
-    parser.add_argument("--output_json", type=Path)
+    parser.add_argument("--output_json", type=Path, help="Write the scores here (merged into an existing file).")
     args = parser.parse_args()
     if not (args.camvid_dir / "valannot").is_dir():
         sys.exit(f"CamVid is not at {args.camvid_dir}.")
@@ -72,10 +72,8 @@ def main() -> None:
     results, lines = {}, []
 
     def dataset_for(config) -> SegmentationEvalDataset:
-        return SegmentationEvalDataset(
-            split, GSSImageProcessor.image_mean, GSSImageProcessor.image_std, CAMVID_VOID_VALUE, False,
-            config.num_labels,
-        )
+        processor = GSSImageProcessor(do_resize=False, void_value=CAMVID_VOID_VALUE)  # photos at their 360x480
+        return SegmentationEvalDataset(split, processor, config.num_labels)
 
     if args.tokenizer:
         config = GSSConfig.from_preset(args.config_name)
@@ -124,7 +122,9 @@ def main() -> None:
         print(f"Embedded model: example photo mIoU {100 * reference['example_photo_mean_iou']:.2f}, "
               f"10 regression photos mIoU {100 * reference['photos_mean_iou']:.2f}")  # fmt: skip
     if args.output_json:
-        args.output_json.write_text(json.dumps(results, indent=1) + "\n")
+        # Merged into what the file holds, so that re-scoring one model keeps the others' entries.
+        saved = json.loads(args.output_json.read_text()) if args.output_json.is_file() else {}
+        args.output_json.write_text(json.dumps({**saved, **results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -19,10 +19,12 @@ python training/train_posterior.py --config_name gss-mobilenetv2-camvid "${DATA[
     --crop_size 64 64 --per_device_train_batch_size 32 --max_train_steps 3000 --learning_rate 1e-3 \
     --output_dir "$OUT/tokenizer"
 
-# Stage II: the latent prior from ImageNet MobileNetV2, first with the nearest-colour X^-1 (GSS-FF).
+# Stage II: the latent prior from ImageNet MobileNetV2, first with the nearest-colour X^-1 (GSS-FF). Tokens weigh
+# their patch's rarest class (inverse square root of the class frequency): rare classes own rare codes, which the
+# plain token mean hardly trains (benchmarks/RESULTS.md, "CamVid: stage-II levers").
 python training/train_prior.py --config_name gss-mobilenetv2-camvid --config_overrides '{"inverse_type": "nearest"}' \
     --tokenizer_path "$OUT/tokenizer" --pretrained_backbone imagenet-mobilenet-v2 "${DATA[@]}" "${SEGMENTATION[@]}" \
-    --max_train_steps 800 --output_dir "$OUT/gss-ff"
+    --token_loss_class_weighting inverse_sqrt_frequency --max_train_steps 800 --output_dir "$OUT/gss-ff"
 
 # Stage III: the learned X^-1 on the frozen prior's predicted maskiges (GSS-FT-W).
 python training/train_inverse.py --model_name_or_path "$OUT/gss-ff" "${DATA[@]}" "${SEGMENTATION[@]}" \
