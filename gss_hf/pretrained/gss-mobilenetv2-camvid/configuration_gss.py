@@ -124,6 +124,21 @@ def non_negative_finite(value: float) -> None:
 
 
 @as_validated_field
+def class_weights_or_none(value) -> None:
+    """One finite weight >= 0 per class, not all 0 (the length is checked against the labels by
+    `validate_token_loss_class_weights`)."""
+    if value is None:
+        return
+    if not value:
+        raise ValueError("must be None or a non-empty list of one weight per class, got [].")
+    bad = [weight for weight in value if not (weight >= 0.0 and math.isfinite(weight))]
+    if bad:
+        raise ValueError(f"must hold finite weights >= 0, got {bad[0]!r} in {list(value)!r}.")
+    if not any(weight > 0 for weight in value):
+        raise ValueError(f"must hold at least one weight > 0, got {list(value)!r}.")
+
+
+@as_validated_field
 def non_empty_name(value: str) -> None:
     if not value.strip():
         raise ValueError(f"must be a non-empty name, got {value!r}.")
@@ -250,6 +265,12 @@ class GSSConfig(PreTrainedConfig):
             Weight of the token cross-entropy.
         auxiliary_loss_weight (`float`, *optional*, defaults to 0.2):
             Weight of the auxiliary pixel cross-entropy.
+        token_loss_class_weights (`list[float]`, *optional*):
+            Class-aware token weighting: one finite weight >= 0 per class (`id2label` order). A token weighs the
+            largest weight among the classes of the labelled pixels of its patch (`tokenizer_stride` pixels square),
+            a patch without labelled pixels 1, and the token loss is the weighted mean over the non-ignored tokens, so
+            that the rare codes of rare classes train. `None` (the default) is the plain mean. `train_prior.py
+            --token_loss_class_weighting` computes them from the training split.
         fill_unlabelled_with_auxiliary (`bool`, *optional*, defaults to `True`):
             The paper's "unlabelled area auxiliary": before a label map is tokenised into the prior's targets, its
             unlabelled pixels take the auxiliary head's argmax and only wholly unlabelled tokens are ignored. `False`
@@ -317,6 +338,7 @@ class GSSConfig(PreTrainedConfig):
     inverse_intermediate_size: int = positive_int(default=256)
     token_loss_weight: float | int = non_negative_finite(default=0.8)
     auxiliary_loss_weight: float | int = non_negative_finite(default=0.2)
+    token_loss_class_weights: list[float | int] | None = class_weights_or_none(default=None)
     fill_unlabelled_with_auxiliary: bool = True
     sliding_window: bool = False
     sliding_window_crop_size: int = positive_int(default=768)
@@ -390,6 +412,14 @@ class GSSConfig(PreTrainedConfig):
             raise ValueError(
                 f"`sliding_window_stride` ({self.sliding_window_stride}) must not exceed `sliding_window_crop_size` "
                 f"({self.sliding_window_crop_size}): pixels between crops would get no prediction."
+            )
+
+    def validate_token_loss_class_weights(self) -> None:
+        weights = self.token_loss_class_weights
+        if weights is not None and len(weights) != self.num_labels:
+            raise ValueError(
+                f"`token_loss_class_weights` has {len(weights)} weights, but there are {self.num_labels} labels: "
+                "give one weight per class, in `id2label` order."
             )
 
     def validate_inverse(self) -> None:

@@ -264,7 +264,8 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         self, token_features: torch.Tensor, auxiliary_logits: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stage II loss (total, token, auxiliary): token cross-entropy against the tokenised (filled) label map and
-        auxiliary pixel cross-entropy, each averaged over its non-ignored entries. On the "official_2x" route both
+        auxiliary pixel cross-entropy, each averaged over its non-ignored entries (the tokens' mean weighted by
+        `token_loss_weights` when `config.token_loss_class_weights` is set). On the "official_2x" route both
         use the label map up-sampled 2x, the maskige size, as the official code does."""
         config = self.config
         if config.maskige_route == "official_2x":
@@ -272,10 +273,39 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         upsampled = nn.functional.interpolate(auxiliary_logits, size=labels.shape[-2:], mode="bilinear")
         auxiliary_loss = masked_cross_entropy(upsampled, labels, config.ignore_index)
         targets = self.token_targets(labels, upsampled.argmax(dim=1))
+        token_weights = self.token_loss_weights(labels)
         weight, bias = self.prior_head.classifier_weight_and_bias
-        token_loss = chunked_token_cross_entropy(token_features, weight, bias, targets, self.config.token_chunk_size)
+        token_loss = chunked_token_cross_entropy(
+            token_features, weight, bias, targets, config.token_chunk_size, token_weights=token_weights
+        )
         loss = self.config.token_loss_weight * token_loss + self.config.auxiliary_loss_weight * auxiliary_loss
         return loss, token_loss, auxiliary_loss
+
+    @torch.no_grad()
+    def token_loss_weights(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """Each token's weight in the token loss, from `config.token_loss_class_weights` (None when unset).
+
+        Rare classes own rare codes, which a plain mean over tokens seldom trains: a token weighs the largest class
+        weight among the labelled pixels of its patch (`config.tokenizer_stride` pixels square), so a patch touched
+        by a thin rare class weighs as that class does. A patch without labelled pixels weighs 1 (its token is a
+        target only with `fill_unlabelled_with_auxiliary` off).
+
+        Args:
+            labels: (batch, H, W) class ids or `config.ignore_index`, the map the targets come from (H and W
+                multiples of `config.tokenizer_stride`).
+
+        Returns:
+            (batch, H / tokenizer_stride, W / tokenizer_stride) float32 weights, or None.
+        """
+        config = self.config
+        if config.token_loss_class_weights is None:
+            return None
+        class_weights = torch.tensor(config.token_loss_class_weights, dtype=torch.float32, device=labels.device)
+        labelled = labels != config.ignore_index
+        # Unlabelled pixels take -1, below every (non-negative) class weight, so the patch maximum ignores them.
+        pixel_weights = torch.where(labelled, class_weights[torch.where(labelled, labels, 0).long()], -1.0)
+        patch_weights = nn.functional.max_pool2d(pixel_weights[:, None], config.tokenizer_stride)[:, 0]
+        return torch.where(patch_weights < 0, 1.0, patch_weights)
 
     @torch.no_grad()
     def token_targets(self, labels: torch.Tensor, fill: torch.Tensor) -> torch.LongTensor:

@@ -6,6 +6,9 @@ convolution, i.e. a matrix product per token, so the loss and its gradients can 
 time: each chunk's logits are formed, turned into its loss and its gradients with respect to the features and the
 classifier, and freed. Peak extra memory is one chunk's logits; no logit is computed twice. `benchmarks/` measures
 memory and time against the naive loss.
+
+Optional per-token weights turn the mean into a weighted mean (class-aware token weighting: rare classes own rare
+codes, which a plain mean rarely trains).
 """
 
 import torch
@@ -16,10 +19,11 @@ TOKEN_IGNORE_INDEX = -100
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of `features @ weight.T + bias` against `targets`, gradients computed chunk by chunk."""
+    """Mean cross-entropy of `features @ weight.T + bias` against `targets`, gradients computed chunk by chunk;
+    with `token_weights` (num_tokens,) the weighted mean sum(w * ce) / sum(w) (no gradient to the weights)."""
 
     @staticmethod
-    def forward(ctx, features, weight, bias, targets, chunk_size):
+    def forward(ctx, features, weight, bias, targets, chunk_size, token_weights=None):
         num_tokens = features.shape[0]
         needs_grad = ctx.needs_input_grad[:3]
         # Softmax statistics and classifier gradients accumulate in at least float32, also under bf16 autocast.
@@ -28,18 +32,31 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         grad_weight = torch.zeros_like(weight, dtype=accumulate) if needs_grad[1] else None
         grad_bias = torch.zeros_like(bias, dtype=accumulate) if needs_grad[2] else None
         total = torch.zeros((), dtype=accumulate, device=features.device)
+        if token_weights is not None:
+            token_weights = token_weights.to(accumulate)
+            normaliser = token_weights.sum()
+        else:
+            normaliser = num_tokens
         for start in range(0, num_tokens, chunk_size):
             chunk = features[start : start + chunk_size]
             chunk_targets = targets[start : start + chunk_size]
             logits = nn.functional.linear(chunk, weight, bias).to(accumulate)
             log_normaliser = torch.logsumexp(logits, dim=1)
-            total += (log_normaliser - logits.gather(1, chunk_targets[:, None])[:, 0]).sum()
+            token_losses = log_normaliser - logits.gather(1, chunk_targets[:, None])[:, 0]
+            if token_weights is None:
+                total += token_losses.sum()
+            else:
+                chunk_weights = token_weights[start : start + chunk_size]
+                total += (token_losses * chunk_weights).sum()
             if any(needs_grad):
-                # d loss / d logits = softmax - one_hot(target), scaled by the mean's 1 / num_tokens; computed in
-                # place in the logits' buffer, the largest tensor here.
+                # d loss / d logits = softmax - one_hot(target), scaled by the mean's 1 / num_tokens (weighted:
+                # w / sum(w)); computed in place in the logits' buffer, the largest tensor here.
                 grad_logits = logits.sub_(log_normaliser[:, None]).exp_()
                 grad_logits[torch.arange(len(chunk_targets), device=logits.device), chunk_targets] -= 1.0
-                grad_logits /= num_tokens
+                if token_weights is None:
+                    grad_logits /= num_tokens
+                else:
+                    grad_logits *= (chunk_weights / normaliser)[:, None]
                 if grad_features is not None:
                     grad_features[start : start + chunk_size] = (grad_logits.to(weight.dtype) @ weight).to(
                         features.dtype
@@ -50,7 +67,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                     grad_bias += grad_logits.sum(0)
         ctx.save_for_backward(grad_features, grad_weight, grad_bias)
         ctx.parameter_dtypes = (weight.dtype, bias.dtype)
-        return total / num_tokens
+        return total / normaliser
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -62,11 +79,17 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             None if grad_bias is None else (grad_bias * grad_output).to(bias_dtype),
             None,
             None,
+            None,
         )
 
 
 def chunked_token_cross_entropy(
-    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_size: int = 1024,
+    token_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of the linear classifier (`weight`, `bias`) over the non-ignored tokens.
 
@@ -75,20 +98,29 @@ def chunked_token_cross_entropy(
         weight: (V, channels) classifier weight; bias: (V,).
         targets: (batch, h, w) codebook indices, `TOKEN_IGNORE_INDEX` where a token is not a target.
         chunk_size: tokens whose logits are formed at once.
+        token_weights: optional (batch, h, w) non-negative weights (constants, no gradient); the loss is then
+            sum(w * ce) / sum(w) over the non-ignored tokens.
 
     Returns:
-        A scalar, equal to `cross_entropy(logits, targets, ignore_index=TOKEN_IGNORE_INDEX)` with the full logits;
-        0 (still connected to the graph) when no token is a target.
+        A scalar, equal to `cross_entropy(logits, targets, ignore_index=TOKEN_IGNORE_INDEX)` with the full logits
+        (without `token_weights`); 0 (still connected to the graph) when no token is a target or every target token
+        weighs 0.
     """
     if chunk_size < 1:
         raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size}.")
+    if token_weights is not None and token_weights.shape != targets.shape:
+        raise ValueError(
+            f"`token_weights` {tuple(token_weights.shape)} must have the shape of `targets` {tuple(targets.shape)}."
+        )
     valid = targets != TOKEN_IGNORE_INDEX
     # One gather of the target tokens' features, (num_targets, channels), straight from the channels-first map; its
     # size is the one host synchronisation here.
     tokens = features.permute(0, 2, 3, 1)[valid]
-    if tokens.shape[0] == 0:
+    if token_weights is not None:
+        token_weights = token_weights.detach()[valid]
+    if tokens.shape[0] == 0 or (token_weights is not None and not bool(token_weights.sum() > 0)):
         return features.sum() * 0.0 + weight.sum() * 0.0 + bias.sum() * 0.0
-    return _ChunkedLinearCrossEntropy.apply(tokens, weight, bias, targets[valid], chunk_size)
+    return _ChunkedLinearCrossEntropy.apply(tokens, weight, bias, targets[valid], chunk_size, token_weights)
 
 
 @torch.no_grad()
