@@ -26,12 +26,14 @@ def naive_loss(features, weight, bias, targets):
 @pytest.mark.parametrize("chunk_size", [1, 7, 64, 10_000])
 def test_chunked_loss_and_gradients_equal_the_naive_ones(chunk_size):
     features, weight, bias, targets = inputs()
-    expected = naive_loss(features, weight, bias, targets)
-    expected_grads = torch.autograd.grad(expected * 3.0, (features, weight, bias))
     loss = chunked_token_cross_entropy(features, weight, bias, targets, chunk_size=chunk_size)
-    grads = torch.autograd.grad(loss * 3.0, (features, weight, bias))
+    assert_same_loss_and_gradients(loss, naive_loss(features, weight, bias, targets), (features, weight, bias))
+
+
+def assert_same_loss_and_gradients(loss: torch.Tensor, expected: torch.Tensor, inputs: tuple) -> None:
     torch.testing.assert_close(loss, expected)
-    for grad, expected_grad in zip(grads, expected_grads):
+    grads = torch.autograd.grad(loss * 3.0, inputs, retain_graph=True)
+    for grad, expected_grad in zip(grads, torch.autograd.grad(expected * 3.0, inputs)):
         torch.testing.assert_close(grad, expected_grad)
 
 
@@ -94,12 +96,8 @@ def test_weighted_loss_and_gradients_equal_the_naive_weighted_mean(chunk_size):
     token_weights = torch.rand(targets.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 5
     token_weights[1, 0, 0] = 0.0
     expected = naive_weighted_loss(features, weight, bias, targets, token_weights)
-    expected_grads = torch.autograd.grad(expected * 3.0, (features, weight, bias))
     loss = chunked_token_cross_entropy(features, weight, bias, targets, chunk_size, token_weights=token_weights)
-    grads = torch.autograd.grad(loss * 3.0, (features, weight, bias))
-    torch.testing.assert_close(loss, expected)
-    for grad, expected_grad in zip(grads, expected_grads):
-        torch.testing.assert_close(grad, expected_grad)
+    assert_same_loss_and_gradients(loss, expected, (features, weight, bias))
 
 
 def test_no_weights_is_exactly_the_unweighted_loss_and_equal_weights_give_the_same_value():
