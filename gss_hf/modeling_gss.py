@@ -479,16 +479,28 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
             )
 
 
-def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+def masked_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Pixel cross-entropy averaged over labelled pixels; 0 (connected to the graph) when none is labelled,
     where `cross_entropy`'s mean would be NaN. Computed as a sum over a count, so that no host synchronisation is
-    needed to tell the two cases apart.
+    needed to tell the two cases apart. With `class_weights` it is the weighted mean: each pixel weighs its true
+    class's weight (the mean that `cross_entropy(weight=...)` takes).
 
     Args:
         logits: (batch, K, H, W) class scores; labels: (batch, H, W) class ids or `ignore_index`.
+        class_weights: optional (K,) non-negative weight of each class.
     """
-    total = nn.functional.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index, reduction="sum")
-    return total / (labels != ignore_index).sum().clamp(min=1)
+    labelled = labels != ignore_index
+    if class_weights is None:
+        total = nn.functional.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index, reduction="sum")
+        return total / labelled.sum().clamp(min=1)
+    class_weights = class_weights.to(device=logits.device, dtype=torch.float32)
+    total = nn.functional.cross_entropy(
+        logits.float(), labels.long(), weight=class_weights, ignore_index=ignore_index, reduction="sum"
+    )
+    pixel_weights = class_weights[torch.where(labelled, labels, 0).long()] * labelled
+    return total / pixel_weights.sum().clamp(min=torch.finfo(torch.float32).tiny)
 
 
 def fill_unlabelled_pixels(

@@ -262,6 +262,25 @@ def test_masked_cross_entropy_is_the_mean_over_labelled_pixels_and_zero_without_
     assert empty.item() == 0.0 and empty.requires_grad
 
 
+def test_class_weighted_masked_cross_entropy_is_the_weighted_mean_over_labelled_pixels():
+    logits = torch.randn(2, NUM_TINY_LABELS, 8, 8, requires_grad=True)
+    labels = torch.randint(0, NUM_TINY_LABELS, (2, 8, 8))
+    labels[1, 2:] = 255
+    weights = torch.rand(NUM_TINY_LABELS) + 0.1
+    expected = torch.nn.functional.cross_entropy(logits, labels, weight=weights, ignore_index=255)
+    torch.testing.assert_close(masked_cross_entropy(logits, labels, 255, weights), expected)
+    pixel_losses = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255, reduction="none")
+    labelled = labels != 255
+    by_hand = (pixel_losses * weights[labels.clamp(max=NUM_TINY_LABELS - 1)] * labelled).sum() / (
+        weights[labels.clamp(max=NUM_TINY_LABELS - 1)] * labelled
+    ).sum()
+    torch.testing.assert_close(masked_cross_entropy(logits, labels, 255, weights), by_hand)
+    uniform = masked_cross_entropy(logits, labels, 255, torch.full((NUM_TINY_LABELS,), 3.0))
+    torch.testing.assert_close(uniform, masked_cross_entropy(logits, labels, 255))
+    empty = masked_cross_entropy(logits, torch.full_like(labels, 255), 255, weights)
+    assert empty.item() == 0.0 and empty.requires_grad
+
+
 @pytest.mark.parametrize("inverse_type", ["nearest", "least_squares", "learned"])
 def test_every_inverse_maps_a_maskige_to_class_scores(inverse_type):
     model = tiny_model(inverse_type=inverse_type).eval()

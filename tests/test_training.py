@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from gss_hf import DalleTokenizer, GSSForSemanticSegmentation, MaskigeTokenizer
+from gss_hf import DalleTokenizer, GSSConfig, GSSForSemanticSegmentation, MaskigeTokenizer
 from gss_hf.label_spec import LabelSpec
 from tiny_models import NUM_TINY_LABELS, tiny_gss_config
 from training import cli
@@ -179,14 +179,25 @@ def test_inverse_trains_only_the_learned_inverse_and_saves_the_merged_model(tiny
     assert GSSForSemanticSegmentation.from_pretrained(tmp_path).config.inverse_type == "learned"
 
 
+def test_a_class_weighted_inverse_stage_needs_a_prior_trained_with_class_weights(tiny_prior, tiny_data, tmp_path, capsys):
+    arguments = ["--model_name_or_path", tiny_prior, "--data_dir", tiny_data, "--output_dir", tmp_path / "out",
+                 "--class_weighted_loss"]  # fmt: skip
+    says = usage_error_of("train_inverse.py", arguments, capsys)
+    assert f"--class_weighted_loss: {tiny_prior} has no token_loss_class_weights in its config" in says
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
-def test_inverse_stage_switches_a_nearest_colour_model_to_a_learned_inverse(tiny_data, tiny_tokenizer, tmp_path):
+def test_inverse_stage_switches_a_nearest_colour_model_to_a_learned_inverse_with_the_class_weighted_loss(tiny_data, tiny_tokenizer, tmp_path):
     config_dir = tmp_path / "config"
     tiny_gss_config(inverse_type="nearest").save_pretrained(config_dir)
-    run_script("train_prior.py", *prior_arguments(tiny_data, config_dir, tiny_tokenizer, tmp_path / "ff", steps=1))
+    run_script("train_prior.py", *prior_arguments(tiny_data, config_dir, tiny_tokenizer, tmp_path / "ff", steps=1),
+               "--token_loss_class_weighting", "inverse_sqrt_frequency")  # fmt: skip
     run_script("train_inverse.py", "--model_name_or_path", tmp_path / "ff", "--data_dir", tiny_data, *TINY_DATA,
-               "--output_dir", tmp_path / "ftw", "--max_train_steps", "1")  # fmt: skip
-    assert GSSForSemanticSegmentation.from_pretrained(tmp_path / "ftw").config.inverse_type == "learned"
+               "--output_dir", tmp_path / "ftw", "--max_train_steps", "1", "--class_weighted_loss")  # fmt: skip
+    config = GSSForSemanticSegmentation.from_pretrained(tmp_path / "ftw").config
+    assert config.inverse_type == "learned"
+    assert config.token_loss_class_weights == GSSConfig.from_pretrained(tmp_path / "ff").token_loss_class_weights
 
 
 @pytest.mark.slow
