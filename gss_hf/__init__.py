@@ -24,7 +24,12 @@ from .maskige import (
     upsample_labels_2x,
 )
 from .modeling_dalle_dvae import DalleTokenizer
-from .modeling_gss import GSSForSemanticSegmentation, GSSPreTrainedModel, GSSSemanticSegmenterOutput
+from .modeling_gss import (
+    GSSForSemanticSegmentation,
+    GSSPreTrainedModel,
+    GSSSamplingOutput,
+    GSSSemanticSegmenterOutput,
+)
 from .modeling_maskige_tokenizer import MaskigeTokenizer, MaskigeTokenizerOutput
 from .modeling_resnet_v1c import (
     ResNetV1cBackbone,
@@ -44,6 +49,7 @@ __all__ = [
     "GSSForSemanticSegmentation",
     "GSSImageProcessor",
     "GSSPreTrainedModel",
+    "GSSSamplingOutput",
     "GSSSemanticSegmenterOutput",
     "GSS_PRESETS",
     "IGNORE_INDEX",

@@ -1,4 +1,4 @@
-"""Token cross-entropy and token argmax without materialising the V-way logits.
+"""Token cross-entropy, argmax, sampling and entropy without materialising the V-way logits.
 
 At V = 8192 codes and tokens at 1/4, the prior's logits for one 768x768 crop are 36,864 x 8,192 floats (1.2 GB),
 and autograd would keep them (and their softmax) for the backward pass. The codebook classifier is a 1x1
@@ -123,19 +123,64 @@ def chunked_token_cross_entropy(
     return _ChunkedLinearCrossEntropy.apply(tokens, weight, bias, targets[valid], chunk_size, token_weights)
 
 
+def _position_chunks(features: torch.Tensor, chunk_size: int):
+    """Yields (start, stop, chunk) over the grid positions of all images at once: chunk is (batch, positions,
+    channels), read in place from the (batch, channels, h, w) features (no channels-last copy of the map)."""
+    batch = features.shape[0]
+    flat = features.flatten(2)
+    positions_per_chunk = max(1, chunk_size // batch)
+    for start in range(0, flat.shape[2], positions_per_chunk):
+        stop = min(start + positions_per_chunk, flat.shape[2])
+        yield start, stop, flat[:, :, start:stop].transpose(1, 2)
+
+
 @torch.no_grad()
 def chunked_token_argmax(
     features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, chunk_size: int = 1024
 ) -> torch.LongTensor:
-    """Per-token argmax of the linear classifier: (batch, channels, h, w) -> (batch, h, w) codebook indices.
-
-    Walks over the grid positions of all images at once, reading the features in place (no channels-last copy).
-    """
-    batch, channels, height, width = features.shape
-    flat = features.flatten(2)
+    """Per-token argmax of the linear classifier: (batch, channels, h, w) -> (batch, h, w) codebook indices."""
+    batch, _, height, width = features.shape
     token_ids = torch.empty(batch, height * width, dtype=torch.long, device=features.device)
-    positions_per_chunk = max(1, chunk_size // batch)
-    for start in range(0, height * width, positions_per_chunk):
-        chunk = flat[:, :, start : start + positions_per_chunk].transpose(1, 2)
-        token_ids[:, start : start + positions_per_chunk] = nn.functional.linear(chunk, weight, bias).argmax(dim=2)
+    for start, stop, chunk in _position_chunks(features, chunk_size):
+        token_ids[:, start:stop] = nn.functional.linear(chunk, weight, bias).argmax(dim=2)
     return token_ids.reshape(batch, height, width)
+
+
+@torch.no_grad()
+def chunked_token_sample(
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    num_samples: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    chunk_size: int = 1024,
+) -> tuple[torch.LongTensor, torch.Tensor]:
+    """Draws tokens from the classifier's per-token distributions, softmax(logits / temperature) restricted to the
+    `top_k` most likely codes, independently per token, and returns each token's entropy under that distribution.
+
+    Args:
+        features: (batch, channels, h, w) token features; weight: (V, channels); bias: (V,).
+        num_samples: token grids drawn per image.
+        temperature: > 0; below 1 sharpens the distributions, above 1 flattens them.
+        top_k: keep only the k most likely codes per token (1..V), or all with None.
+        generator: the random generator of the draws (the same generator state gives the same samples).
+        chunk_size: tokens whose logits are formed at once.
+
+    Returns:
+        (batch, num_samples, h, w) codebook indices and (batch, h, w) float32 entropies in nats.
+    """
+    batch, _, height, width = features.shape
+    token_ids = torch.empty(batch, height * width, num_samples, dtype=torch.long, device=features.device)
+    entropy = torch.empty(batch, height * width, dtype=torch.float32, device=features.device)
+    for start, stop, chunk in _position_chunks(features, chunk_size):
+        logits = nn.functional.linear(chunk, weight, bias).float() / temperature
+        if top_k is not None:
+            logits, codes = logits.topk(top_k, dim=2)
+        log_probs = logits.log_softmax(dim=2)
+        entropy[:, start:stop] = -(log_probs.exp() * log_probs).sum(dim=2)
+        draws = torch.multinomial(log_probs.exp().flatten(0, 1), num_samples, replacement=True, generator=generator)
+        draws = draws.reshape(batch, stop - start, num_samples)
+        token_ids[:, start:stop] = draws if top_k is None else codes.gather(2, draws)
+    return token_ids.permute(0, 2, 1).reshape(batch, num_samples, height, width), entropy.reshape(batch, height, width)
