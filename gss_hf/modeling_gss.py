@@ -99,6 +99,8 @@ class GSSSamplingOutput(ModelOutput):
             temperature and top-k), each token's value spread over its patch.
         logits (`torch.FloatTensor` of shape `(batch, num_labels, height, width)`):
             The class scores of the usual prediction.
+        maskige (`torch.FloatTensor` of shape `(batch, 3, height, width)`):
+            The maskige of the usual prediction, colours in 0..255.
     """
 
     samples: torch.LongTensor | None = None
@@ -107,6 +109,7 @@ class GSSSamplingOutput(ModelOutput):
     uncertainty: torch.FloatTensor | None = None
     token_entropy: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
+    maskige: torch.FloatTensor | None = None
 
 
 class GSSPreTrainedModel(PreTrainedModel):
@@ -525,6 +528,7 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
             uncertainty=uncertainty.clamp(min=0),
             token_entropy=maps["token_entropy"][:, 0],
             logits=maps["logits"],
+            maskige=maps["maskige"],
         )
 
     def _sample_whole(
@@ -537,19 +541,19 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         sample_scores: bool,
     ) -> dict[str, torch.Tensor]:
         """One prior pass, its argmax decode and `num_samples` sampled decodes at the input's size: "logits"
-        (batch, K, H, W), "token_entropy" (batch, 1, H, W) and the samples, as class scores "sample_logits" (batch,
+        (batch, K, H, W), "maskige" (batch, 3, H, W), "token_entropy" (batch, 1, H, W) and the samples, as class scores "sample_logits" (batch,
         num_samples, K, H, W) when `sample_scores` (to be averaged over windows first) or as class ids "samples"
         (batch, num_samples, H, W)."""
         size = pixel_values.shape[-2:]
         token_features, auxiliary_logits = self._prior(pixel_values)
-        logits = self._decode_prior(token_features, auxiliary_logits, size, output_token_logits=False).logits
+        usual = self._decode_prior(token_features, auxiliary_logits, size, output_token_logits=False)
         weight, bias = self.prior_head.classifier_weight_and_bias
         token_ids, token_entropy = chunked_token_sample(
             token_features, weight, bias, num_samples, temperature, top_k, generator, self.config.token_chunk_size
         )
         stride = self.config.token_stride
         token_entropy = nn.functional.interpolate(token_entropy[:, None], scale_factor=stride, mode="nearest")
-        maps = {"logits": logits, "token_entropy": resize_scores(token_entropy, size)}
+        maps = {"logits": usual.logits, "maskige": usual.maskige, "token_entropy": resize_scores(token_entropy, size)}
         scores = [resize_scores(self.inverse(self.tokenizer.decode(token_ids[:, n])), size) for n in range(num_samples)]
         if sample_scores:
             maps["sample_logits"] = torch.stack(scores, dim=1)

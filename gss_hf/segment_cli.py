@@ -7,7 +7,12 @@
   <name>_legend.json  for each class present: id, name (the model's id2label), the RGB colour the overlay and the
                       maskige use for it, and the fraction of the photo's pixels it covers (the fractions sum to 1)
 
-    gss-segment photo.png [more.jpg ...] [--model PATH_OR_HUB_ID] [--output-dir DIR] [--sliding-window] [--verbose]
+and with `--samples N` a fifth: <name>_uncertainty.png, a heat map (black: all N samples agree, white: most
+disagreement) of how much N segmentations drawn from the prior disagree at each pixel (the entropy of their class
+frequencies, `GSSForSemanticSegmentation.sample`), with a colour bar in nats. The label map stays the usual one.
+
+    gss-segment photo.png [more.jpg ...] [--model PATH_OR_HUB_ID] [--output-dir DIR] [--sliding-window]
+                [--samples N [--temperature T] [--seed S]] [--verbose]
 
 Without `--model` the CamVid model embedded in the package is used (no download). Every input (the photos, the
 output folder, the model folder) is checked before any photo is segmented, so a typo in the last of many paths fails
@@ -20,11 +25,13 @@ at once, with one line, instead of after minutes of work.
 import argparse
 import contextlib
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import PIL.ImageDraw
 import torch
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForSemanticSegmentation
@@ -177,22 +184,66 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray) -> PIL.Imag
 
 @torch.no_grad()
 def segment(
-    model: GSSForSemanticSegmentation, processor, photo: PIL.Image.Image, sliding_window: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Returns the label map (height, width) int64 and the predicted maskige (height, width, 3) uint8, both at the
-    photo's size.
+    model: GSSForSemanticSegmentation,
+    processor,
+    photo: PIL.Image.Image,
+    sliding_window: bool,
+    samples: int = 0,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Returns the label map (height, width) int64, the predicted maskige (height, width, 3) uint8 and, with
+    `samples`, the samples' disagreement (height, width) float32 in nats (else None), all at the photo's size.
 
     Without `sliding_window` the processor resizes the photo (e.g. to a 360-pixel short edge for the embedded model)
     and the model sees it whole; with it the photo keeps its own size and the model runs on overlapping crops of
     `config.sliding_window_crop_size`, so large photos are segmented at native resolution.
     """
     inputs = processor(images=photo, return_tensors="pt", do_resize=not sliding_window)
-    outputs = model(pixel_values=inputs["pixel_values"], sliding_window=sliding_window)
+    if samples:
+        generator = torch.Generator().manual_seed(seed)
+        outputs = model.sample(inputs["pixel_values"], samples, temperature, generator=generator,
+                               sliding_window=sliding_window)  # fmt: skip
+    else:
+        outputs = model(pixel_values=inputs["pixel_values"], sliding_window=sliding_window)
     size = (photo.height, photo.width)
     labels = processor.post_process_semantic_segmentation(outputs, target_sizes=[size])[0]
     maskige = torch.nn.functional.interpolate(outputs.maskige, size=size, mode="nearest")[0]
     maskige = maskige.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
-    return labels.numpy(), maskige.numpy()
+    uncertainty = None
+    if samples:
+        uncertainty = torch.nn.functional.interpolate(outputs.uncertainty[:, None], size=size, mode="bilinear")
+        uncertainty = uncertainty[0, 0].clamp(min=0).numpy()
+    return labels.numpy(), maskige.numpy(), uncertainty
+
+
+def hot_colors(values: np.ndarray) -> np.ndarray:
+    """Values in 0..1 -> uint8 RGB on the "hot" ramp: black, red, yellow, white (brighter is higher)."""
+    values = np.clip(values, 0.0, 1.0)[..., None]
+    ramp = np.clip(3.0 * values - np.array([0.0, 1.0, 2.0]), 0.0, 1.0)
+    return (255.0 * ramp).round().astype(np.uint8)
+
+
+def uncertainty_heatmap(uncertainty: np.ndarray, max_value: float, bar_width: int = 72) -> PIL.Image.Image:
+    """A (height, width) map of values in 0..`max_value` as a heat map, with a colour bar (labelled in nats) to its
+    right."""
+    height, width = uncertainty.shape
+    picture = PIL.Image.new("RGB", (width + bar_width, height), "white")
+    picture.paste(PIL.Image.fromarray(hot_colors(uncertainty / max_value)), (0, 0))
+    margin = min(12, height // 4)
+    top, bottom = margin, max(height - margin, margin + 1)
+    gradient = np.linspace(1.0, 0.0, bottom - top)[:, None].repeat(14, axis=1)
+    picture.paste(PIL.Image.fromarray(hot_colors(gradient)), (width + 8, top))
+    draw = PIL.ImageDraw.Draw(picture)
+    draw.text((width + 26, top), f"{max_value:.2f}", fill="black")
+    draw.text((width + 26, (top + bottom) // 2 - 5), "nats", fill="black")
+    draw.text((width + 26, bottom - 10), "0", fill="black")
+    return picture
+
+
+def max_disagreement(num_samples: int, num_labels: int) -> float:
+    """The largest entropy N samples over K classes can have, log(min(N, K)) nats: the colour bar's top."""
+    return math.log(max(min(num_samples, num_labels), 2))
 
 
 def label_image(labels: np.ndarray) -> PIL.Image.Image:
@@ -226,9 +277,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "sliding_window_crop_size (768 pixels for the embedded model). Without it the processor "
                              "first resizes the photo (a 360-pixel short edge for the embedded model) and the model "
                              "sees it whole: faster, coarser on large photos.")  # fmt: skip
+    parser.add_argument("--samples", type=positive_int, default=0, metavar="N",
+                        help="Also draw N segmentations from the prior and write <name>_uncertainty.png, where they "
+                             "disagree (N decodes more: about N times the decoder's cost).")  # fmt: skip
+    parser.add_argument("--temperature", type=positive_float, default=None, metavar="T",
+                        help="With --samples: the prior's sampling temperature (default 1; lower is closer to the "
+                             "usual prediction).")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=None, help="With --samples: the seed of the draws (default 0).")
     parser.add_argument("--verbose", action="store_true",
                         help="Show transformers' progress bars and load reports while the model loads.")  # fmt: skip
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.samples:
+        for name in ("temperature", "seed"):
+            if getattr(args, name) is not None:
+                parser.error(f"--{name} only applies with --samples N.")
+    args.temperature = 1.0 if args.temperature is None else args.temperature
+    args.seed = 0 if args.seed is None else args.seed
+    return args
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
 
 
 def error(message: str) -> int:
@@ -262,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     colors = class_colors(model)
     id2label = model.config.id2label
     for path, (photo, rgb) in zip(args.images, photos):
-        labels, maskige = segment(model, processor, photo, args.sliding_window)
+        labels, maskige, uncertainty = segment(
+            model, processor, photo, args.sliding_window, args.samples, args.temperature, args.seed
+        )
         stem = args.output_dir / path.stem
         label_image(labels).save(f"{stem}_labels.png")
         overlay(rgb, labels, colors).save(f"{stem}_overlay.png")
@@ -270,8 +357,17 @@ def main(argv: list[str] | None = None) -> int:
         classes = legend(labels, id2label, colors)
         description = {"photo": str(path), "labels": f"{path.stem}_labels.png", "overlay_alpha": OVERLAY_ALPHA,
                        "classes": classes}  # fmt: skip
+        written = "labels,overlay,maskige"
+        if uncertainty is not None:
+            top = max_disagreement(args.samples, len(id2label))
+            uncertainty_heatmap(uncertainty, top).save(f"{stem}_uncertainty.png")
+            description["uncertainty"] = {
+                "heat_map": f"{path.stem}_uncertainty.png", "samples": args.samples, "temperature": args.temperature,
+                "seed": args.seed, "mean_nats": float(uncertainty.mean()), "color_bar_max_nats": top,
+            }  # fmt: skip
+            written += ",uncertainty"
         Path(f"{stem}_legend.json").write_text(json.dumps(description, indent=2) + "\n")
-        print(f"{path} ({photo.width}x{photo.height}) -> {stem}_{{labels,overlay,maskige}}.png, {stem}_legend.json")
+        print(f"{path} ({photo.width}x{photo.height}) -> {stem}_{{{written}}}.png, {stem}_legend.json")
         for entry in classes:
             print(f"  {entry['name']:<14} {100.0 * entry['area_fraction']:5.1f} %")
     return 0

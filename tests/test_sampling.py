@@ -76,7 +76,9 @@ def test_samples_are_class_maps_at_the_input_size_and_the_prediction_is_the_usua
         assert getattr(output, name).shape == (2, 32, 48), name
     with torch.no_grad():
         usual = model(pixel_values).logits
+        maskige = model(pixel_values).maskige
     torch.testing.assert_close(output.logits, usual)
+    torch.testing.assert_close(output.maskige, maskige)
     assert torch.equal(output.prediction, usual.argmax(dim=1))
     assert not torch.equal(output.samples, output.prediction[:, None].expand_as(output.samples))
 

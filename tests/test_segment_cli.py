@@ -258,3 +258,49 @@ def test_loading_is_quiet_unless_verbose(model_folder, photo_path, tmp_path, cap
     assert main(arguments + ["--verbose"]) == 0
     captured = capfd.readouterr()
     assert "Loading weights" in captured.out + captured.err
+
+
+def test_samples_add_an_uncertainty_heat_map_and_keep_the_usual_label_map(model_folder, photo_path, tmp_path, capsys):
+    usual, sampled = tmp_path / "usual", tmp_path / "sampled"
+    base = [str(photo_path), "--model", str(model_folder)]
+    assert main([*base, "--output-dir", str(usual)]) == 0
+    assert main([*base, "--output-dir", str(sampled), "--samples", "3", "--temperature", "2", "--seed", "5"]) == 0
+    assert "street_{labels,overlay,maskige,uncertainty}.png" in capsys.readouterr().out
+    for name in ("labels", "maskige"):
+        assert np.array_equal(np.array(PIL.Image.open(usual / f"street_{name}.png")),
+                              np.array(PIL.Image.open(sampled / f"street_{name}.png"))), name  # fmt: skip
+    heat_map = PIL.Image.open(sampled / "street_uncertainty.png")
+    assert heat_map.mode == "RGB" and heat_map.height == 37 and heat_map.width > 53  # the colour bar on the right
+    pixels = np.array(heat_map)
+    assert len(np.unique(pixels[:, :53].reshape(-1, 3), axis=0)) > 1
+    described = json.loads((sampled / "street_legend.json").read_text())["uncertainty"]
+    assert described["samples"] == 3 and described["temperature"] == 2.0 and described["seed"] == 5
+    assert 0 < described["mean_nats"] <= described["color_bar_max_nats"] == pytest.approx(np.log(3))
+    again = tmp_path / "again"
+    assert main([*base, "--output-dir", str(again), "--samples", "3", "--temperature", "2", "--seed", "5"]) == 0
+    assert np.array_equal(pixels, np.array(PIL.Image.open(again / "street_uncertainty.png")))
+    assert not (usual / "street_uncertainty.png").exists()
+
+
+def test_hot_colour_ramp_runs_from_black_through_red_and_yellow_to_white():
+    colors = segment_cli.hot_colors(np.array([-1.0, 0.0, 1 / 3, 2 / 3, 1.0, 2.0]))
+    assert colors.tolist() == [[0, 0, 0], [0, 0, 0], [255, 0, 0], [255, 255, 0], [255, 255, 255], [255, 255, 255]]
+
+
+@pytest.mark.parametrize(
+    "arguments, says",
+    [
+        (["--samples", "0"], "argument --samples: must be a positive integer, got '0'"),
+        (["--samples", "two"], "argument --samples: must be a positive integer, got 'two'"),
+        (["--samples", "2", "--temperature", "0"], "argument --temperature: must be a finite number > 0, got '0'"),
+        (["--samples", "2", "--temperature", "inf"], "argument --temperature: must be a finite number > 0, got 'inf'"),
+        (["--temperature", "0.5"], "--temperature only applies with --samples N."),
+        (["--seed", "3"], "--seed only applies with --samples N."),
+    ],
+)
+def test_bad_sampling_options_fail_before_any_output(model_folder, photo_path, tmp_path, capsys, arguments, says):
+    output_dir = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_:
+        main([str(photo_path), "--model", str(model_folder), "--output-dir", str(output_dir), *arguments])
+    assert exit_.value.code == 2 and says in capsys.readouterr().err
+    assert not output_dir.exists()
