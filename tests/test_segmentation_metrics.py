@@ -12,7 +12,7 @@ import torch
 from accelerate import Accelerator
 
 from training.gss_miou.gss_miou import confusion_matrix, scores_from_confusion_matrix
-from training.metrics import StreamingConfusionMatrix, codebook_usage, count_tokens
+from training.metrics import StreamingConfusionMatrix, codebook_usage, count_tokens, error_detection_scores
 
 
 TRAINING_DIR = Path(__file__).resolve().parents[1] / "training"
@@ -226,3 +226,50 @@ def test_count_tokens():
     assert counts.dtype == torch.int64
     with pytest.raises(ValueError, match="outside the codebook"):
         count_tokens(torch.tensor([0, 6]), codebook_size=6)
+
+
+def brute_force_error_detection(scores: list[float], errors: list[bool]) -> tuple[float, float]:
+    """AUROC over every (wrong, right) pair and average precision over every distinct threshold, by definition."""
+    wrong = [score for score, error in zip(scores, errors) if error]
+    right = [score for score, error in zip(scores, errors) if not error]
+    auroc = sum((w > r) + 0.5 * (w == r) for w in wrong for r in right) / (len(wrong) * len(right))
+    average_precision, previous_recall = 0.0, 0.0
+    for threshold in sorted(set(scores), reverse=True):
+        flagged = [error for score, error in zip(scores, errors) if score >= threshold]
+        recall = sum(flagged) / len(wrong)
+        average_precision += (recall - previous_recall) * sum(flagged) / len(flagged)
+        previous_recall = recall
+    return auroc, average_precision
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_error_detection_scores_equal_their_definitions_with_ties(seed):
+    from training.metrics import error_detection_scores
+
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, 6, (4, 15), generator=generator).float() / 5  # many ties
+    errors = torch.rand(4, 15, generator=generator) < 0.3 + 0.1 * scores
+    result = error_detection_scores(scores, errors)
+    auroc, average_precision = brute_force_error_detection(scores.flatten().tolist(), errors.flatten().tolist())
+    assert result["auroc"] == pytest.approx(auroc) and result["average_precision"] == pytest.approx(average_precision)
+    assert result["error_rate"] == pytest.approx(errors.float().mean().item())
+
+
+def test_error_detection_scores_of_perfect_inverted_and_constant_uncertainties():
+    from training.metrics import error_detection_scores
+
+    errors = torch.tensor([True, False, True, False, False])
+    perfect = error_detection_scores(errors.float(), errors)
+    assert perfect["auroc"] == 1.0 and perfect["average_precision"] == 1.0
+    assert error_detection_scores(-errors.float(), errors)["auroc"] == 0.0
+    constant = error_detection_scores(torch.ones(5), errors)
+    assert constant["auroc"] == 0.5 and constant["average_precision"] == pytest.approx(2 / 5)
+
+
+def test_error_detection_scores_refuse_one_class_and_mismatched_shapes():
+    from training.metrics import error_detection_scores
+
+    with pytest.raises(ValueError, match="needs both wrong and right pixels, got 0 wrong and 3 right"):
+        error_detection_scores(torch.rand(3), torch.zeros(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"uncertainty \(3,\) and errors \(4,\) differ in shape"):
+        error_detection_scores(torch.rand(3), torch.zeros(4, dtype=torch.bool))

@@ -115,3 +115,38 @@ def codebook_usage(token_counts: torch.Tensor) -> dict:
         "live_codes": int((token_counts > 0).sum().item()),
         "codebook_size": token_counts.numel(),
     }
+
+
+def error_detection_scores(uncertainty: torch.Tensor, errors: torch.Tensor) -> dict:
+    """How well an uncertainty marks wrong pixels: the AUROC and the average precision of "this pixel is
+    misclassified" ranked by `uncertainty` (higher: more likely wrong).
+
+    Exact with ties (pixels of equal uncertainty are one threshold): AUROC counts a tie as half a correct ordering,
+    and the average precision is sum_t (R_t - R_t-1) P_t over the distinct thresholds t from the highest, as
+    scikit-learn's `roc_auc_score` and `average_precision_score` define them.
+
+    Args:
+        uncertainty: scores of any shape; errors: booleans of the same shape (True: the pixel is misclassified).
+    """
+    if uncertainty.shape != errors.shape:
+        raise ValueError(f"uncertainty {tuple(uncertainty.shape)} and errors {tuple(errors.shape)} differ in shape.")
+    errors = errors.flatten().bool()
+    num_errors = int(errors.sum())
+    num_correct = errors.numel() - num_errors
+    if num_errors == 0 or num_correct == 0:
+        raise ValueError(
+            f"error detection needs both wrong and right pixels, got {num_errors} wrong and {num_correct} right."
+        )
+    values, inverse = torch.unique(uncertainty.flatten().double(), return_inverse=True)  # ascending
+    wrong = torch.bincount(inverse, weights=errors.double(), minlength=len(values))
+    right = torch.bincount(inverse, minlength=len(values)).double() - wrong
+    right_below = torch.cumsum(right, 0) - right
+    auroc = (wrong * (right_below + 0.5 * right)).sum() / (num_errors * num_correct)
+    true_positives, false_positives = torch.cumsum(wrong.flip(0), 0), torch.cumsum(right.flip(0), 0)
+    precision = true_positives / (true_positives + false_positives)
+    recall_gain = wrong.flip(0) / num_errors
+    return {
+        "auroc": auroc.item(),
+        "average_precision": (recall_gain * precision).sum().item(),
+        "error_rate": num_errors / errors.numel(),
+    }
