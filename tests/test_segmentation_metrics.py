@@ -244,8 +244,6 @@ def brute_force_error_detection(scores: list[float], errors: list[bool]) -> tupl
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_error_detection_scores_equal_their_definitions_with_ties(seed):
-    from training.metrics import error_detection_scores
-
     generator = torch.Generator().manual_seed(seed)
     scores = torch.randint(0, 6, (4, 15), generator=generator).float() / 5  # many ties
     errors = torch.rand(4, 15, generator=generator) < 0.3 + 0.1 * scores
@@ -256,8 +254,6 @@ def test_error_detection_scores_equal_their_definitions_with_ties(seed):
 
 
 def test_error_detection_scores_of_perfect_inverted_and_constant_uncertainties():
-    from training.metrics import error_detection_scores
-
     errors = torch.tensor([True, False, True, False, False])
     perfect = error_detection_scores(errors.float(), errors)
     assert perfect["auroc"] == 1.0 and perfect["average_precision"] == 1.0
@@ -267,8 +263,6 @@ def test_error_detection_scores_of_perfect_inverted_and_constant_uncertainties()
 
 
 def test_error_detection_scores_refuse_one_class_and_mismatched_shapes():
-    from training.metrics import error_detection_scores
-
     with pytest.raises(ValueError, match="needs both wrong and right pixels, got 0 wrong and 3 right"):
         error_detection_scores(torch.rand(3), torch.zeros(3, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"uncertainty \(3,\) and errors \(4,\) differ in shape"):
