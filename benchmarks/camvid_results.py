@@ -24,16 +24,11 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-from gss_hf import GSSConfig, GSSImageProcessor, MaskigeTokenizer
-from training.data import (
-    CAMVID_VOID_VALUE,
-    SegmentationEvalDataset,
-    load_segmentation_splits,
-    read_camvid_val_photos,
-)
+from gss_hf import GSSConfig, MaskigeTokenizer
+from training.data import SegmentationEvalDataset, read_camvid_val_photos
 from training.evaluation import evaluate_photos, evaluate_reconstruction, evaluate_segmentation
 
-from camvid_runs import CAMVID
+from camvid_runs import CAMVID, camvid_val_dataset
 
 
 EXAMPLE_PHOTO = "0016E5_08115.png"
@@ -68,12 +63,10 @@ def main() -> None:
 
     torch.manual_seed(0)
     accelerator = Accelerator(cpu=True)
-    split = load_segmentation_splits(data_dir=str(args.camvid_dir))["validation"]
     results, lines = {}, []
 
     def dataset_for(config) -> SegmentationEvalDataset:
-        processor = GSSImageProcessor(do_resize=False, void_value=CAMVID_VOID_VALUE)  # photos at their 360x480
-        return SegmentationEvalDataset(split, processor, config.num_labels)
+        return camvid_val_dataset(args.camvid_dir, config.num_labels)
 
     if args.tokenizer:
         config = GSSConfig.from_preset(args.config_name)

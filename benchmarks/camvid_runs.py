@@ -1,4 +1,5 @@
-"""Shared by the CamVid benchmarks: where CamVid is, and one training run scored by the training script itself.
+"""Shared by the CamVid benchmarks: where CamVid is, its `val` photos as the models see them, and one training run
+scored by the training script itself.
 
 The ablation scripts (`camvid_ablations.py`, `camvid_prior_ablations.py`, `posterior_codebook_remedies.py`) compare
 settings by running a `training/` script once per setting and reading the `eval_results.json` it writes, so every
@@ -11,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from training.data import CAMVID_VOID_VALUE
+from gss_hf import GSSImageProcessor
+from training.data import CAMVID_VOID_VALUE, SegmentationEvalDataset, load_segmentation_splits
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,6 +24,13 @@ def require_camvid() -> None:
     """Exits with a clear message when CamVid is not where the benchmarks read it."""
     if not CAMVID.is_dir():
         sys.exit(f"CamVid is not at {CAMVID}.")
+
+
+def camvid_val_dataset(camvid_dir: Path, num_labels: int) -> SegmentationEvalDataset:
+    """The 101 `val` photos at their full 360x480 size (normalised, not resized) with their label maps."""
+    split = load_segmentation_splits(data_dir=str(camvid_dir))["validation"]
+    processor = GSSImageProcessor(do_resize=False, void_value=CAMVID_VOID_VALUE)
+    return SegmentationEvalDataset(split, processor, num_labels)
 
 
 def run_training_script(script: str, arguments: list[str], output_dir: Path) -> tuple[dict, float]:
