@@ -8,8 +8,10 @@ wrong; an uncertainty is scored by the AUROC and the average precision of "this 
 (`training.metrics.error_detection_scores`). Uncertainties:
 - GSS, samples: `GSSForSemanticSegmentation.sample`'s disagreement of `--num_samples` segmentations drawn from the
   prior (the entropy of their class frequencies), for the usual argmax prediction;
-- GSS, token entropy: the single-pass alternative, the entropy of the prior's token distributions;
-- DeepLabV3: the entropy of its per-pixel softmax (its own prediction).
+- GSS, token entropy: a single-pass alternative, the entropy of the prior's token distributions;
+- GSS, class uncertainty: the other single-pass one, 1 - the probability of the predicted class under the prior's
+  token distributions, each code read as the classes its decoded patch paints (`code_class_patterns`);
+- DeepLabV3: the entropy of its per-pixel softmax, and 1 - its largest probability (for its own prediction).
 Also printed: the mIoU of the samples' majority vote against the argmax, and the seconds per photo of the usual
 prediction and of sampling (2 CPU threads unless `--threads`).
 """
@@ -73,6 +75,7 @@ def main() -> None:
     ignore = dataset.label_spec.ignore_index
     count = len(dataset) if args.max_photos is None else min(args.max_photos, len(dataset))
     generator = torch.Generator().manual_seed(args.seed)
+    patterns = gss.code_class_patterns()
     detection = ErrorDetection()
     matrices = {name: StreamingConfusionMatrix(gss.config.num_labels, ignore) for name in ("argmax", "vote")}
     seconds = {"argmax": 0.0, "sample": 0.0, "baseline": 0.0}
@@ -83,11 +86,13 @@ def main() -> None:
         gss(pixel_values)
         seconds["argmax"] += time.perf_counter() - start
         start = time.perf_counter()
-        sampled = gss.sample(pixel_values, args.num_samples, args.temperature, generator=generator)
+        sampled = gss.sample(pixel_values, args.num_samples, args.temperature, generator=generator,
+                             code_class_patterns=patterns)  # fmt: skip
         seconds["sample"] += time.perf_counter() - start
         prediction = sampled.prediction
         detection.add("GSS, sample disagreement", sampled.uncertainty, prediction, labels, ignore)
         detection.add("GSS, token entropy (single pass)", sampled.token_entropy, prediction, labels, ignore)
+        detection.add("GSS, class uncertainty (single pass)", sampled.class_uncertainty, prediction, labels, ignore)
         matrices["argmax"].update(prediction, labels)
         matrices["vote"].update(sampled.majority_vote, labels)
         if baseline is not None:
@@ -95,7 +100,10 @@ def main() -> None:
             logits = baseline(pixel_values).logits
             logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
             seconds["baseline"] += time.perf_counter() - start
-            detection.add("DeepLabV3, softmax entropy", softmax_entropy(logits), logits.argmax(1), labels, ignore)
+            probabilities = logits.softmax(dim=1)
+            prediction = logits.argmax(dim=1)
+            detection.add("DeepLabV3, softmax entropy", softmax_entropy(logits), prediction, labels, ignore)
+            detection.add("DeepLabV3, 1 - max softmax", 1 - probabilities.amax(dim=1), prediction, labels, ignore)
 
     scores = detection.results()
     miou = {name: matrix.compute(gss.config.id2label)["mean_iou"] for name, matrix in matrices.items()}

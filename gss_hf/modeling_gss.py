@@ -95,8 +95,12 @@ class GSSSamplingOutput(ModelOutput):
             The entropy (nats) of the samples' class frequencies at each pixel: 0 where all samples agree, at most
             log(min(num_samples, num_labels)).
         token_entropy (`torch.FloatTensor` of shape `(batch, height, width)`):
-            The single-pass alternative: the entropy (nats) of the prior's token distribution (at the same
+            A single-pass alternative: the entropy (nats) of the prior's token distribution (at the same
             temperature and top-k), each token's value spread over its patch.
+        class_uncertainty (`torch.FloatTensor` of shape `(batch, height, width)`):
+            The other single-pass alternative: 1 - the probability of the predicted class under the prior's token
+            distributions, read through `code_class_patterns` (many codes paint the same classes, so the token
+            entropy overstates what is in doubt).
         logits (`torch.FloatTensor` of shape `(batch, num_labels, height, width)`):
             The class scores of the usual prediction.
         maskige (`torch.FloatTensor` of shape `(batch, 3, height, width)`):
@@ -108,6 +112,7 @@ class GSSSamplingOutput(ModelOutput):
     majority_vote: torch.LongTensor | None = None
     uncertainty: torch.FloatTensor | None = None
     token_entropy: torch.FloatTensor | None = None
+    class_uncertainty: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     maskige: torch.FloatTensor | None = None
 
@@ -487,6 +492,7 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         sliding_window: bool | None = None,
+        code_class_patterns: torch.LongTensor | None = None,
     ) -> GSSSamplingOutput:
         r"""Segmentations drawn from the prior instead of its argmax, and where they disagree.
 
@@ -502,12 +508,17 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
             generator (`torch.Generator`, *optional*): the same seeded generator gives the same samples.
             sliding_window (`bool`, *optional*): defaults to `config.sliding_window`; each sample's class scores
                 are then averaged over overlapping crops before its argmax, as in `forward`.
+            code_class_patterns (`torch.LongTensor`, *optional*): `self.code_class_patterns()`, computed once by
+                callers that sample many photos (it decodes every code); computed here when not given.
         """
         self._check_sampling_arguments(num_samples, temperature, top_k)
+        if code_class_patterns is None:
+            code_class_patterns = self.code_class_patterns()
         sliding_window = self.config.sliding_window if sliding_window is None else sliding_window
         pixel_values = self._check_pixel_values(pixel_values)
         size = pixel_values.shape[-2:]
-        draw = {"num_samples": num_samples, "temperature": temperature, "top_k": top_k, "generator": generator}
+        draw = {"num_samples": num_samples, "temperature": temperature, "top_k": top_k, "generator": generator,
+                "code_class_patterns": code_class_patterns}  # fmt: skip
         if sliding_window:
             maps = self._average_over_windows(
                 pixel_values, lambda crops, regions: self._sample_whole(crops, sample_scores=True, **draw)
@@ -521,12 +532,15 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         )
         frequencies = counts / num_samples
         uncertainty = -(frequencies * frequencies.clamp(min=1e-12).log()).sum(dim=1)
+        prediction = maps["logits"].argmax(dim=1)
+        class_uncertainty = 1.0 - maps["class_probabilities"].gather(1, prediction[:, None])[:, 0]
         return GSSSamplingOutput(
             samples=samples,
-            prediction=maps["logits"].argmax(dim=1),
+            prediction=prediction,
             majority_vote=counts.argmax(dim=1),
             uncertainty=uncertainty.clamp(min=0),
             token_entropy=maps["token_entropy"][:, 0],
+            class_uncertainty=class_uncertainty.clamp(0.0, 1.0),
             logits=maps["logits"],
             maskige=maps["maskige"],
         )
@@ -538,28 +552,53 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         temperature: float,
         top_k: int | None,
         generator: torch.Generator | None,
+        code_class_patterns: torch.LongTensor,
         sample_scores: bool,
     ) -> dict[str, torch.Tensor]:
         """One prior pass, its argmax decode and `num_samples` sampled decodes at the input's size: "logits"
-        (batch, K, H, W), "maskige" (batch, 3, H, W), "token_entropy" (batch, 1, H, W) and the samples, as class scores "sample_logits" (batch,
+        (batch, K, H, W), "maskige" (batch, 3, H, W), "token_entropy" (batch, 1, H, W), "class_probabilities"
+        (batch, K, H, W) and the samples, as class scores "sample_logits" (batch,
         num_samples, K, H, W) when `sample_scores` (to be averaged over windows first) or as class ids "samples"
         (batch, num_samples, H, W)."""
         size = pixel_values.shape[-2:]
         token_features, auxiliary_logits = self._prior(pixel_values)
         usual = self._decode_prior(token_features, auxiliary_logits, size, output_token_logits=False)
         weight, bias = self.prior_head.classifier_weight_and_bias
-        token_ids, token_entropy = chunked_token_sample(
-            token_features, weight, bias, num_samples, temperature, top_k, generator, self.config.token_chunk_size
-        )
+        draws = chunked_token_sample(
+            token_features, weight, bias, num_samples, temperature, top_k, generator, self.config.token_chunk_size,
+            code_classes=code_class_patterns, num_labels=self.config.num_labels,
+        )  # fmt: skip
         stride = self.config.token_stride
-        token_entropy = nn.functional.interpolate(token_entropy[:, None], scale_factor=stride, mode="nearest")
-        maps = {"logits": usual.logits, "maskige": usual.maskige, "token_entropy": resize_scores(token_entropy, size)}
+        token_entropy = nn.functional.interpolate(draws.entropy[:, None], scale_factor=stride, mode="nearest")
+        maps = {
+            "logits": usual.logits,
+            "maskige": usual.maskige,
+            "token_entropy": resize_scores(token_entropy, size),
+            "class_probabilities": resize_scores(draws.class_probabilities, size),
+        }
+        token_ids = draws.token_ids
         scores = [resize_scores(self.inverse(self.tokenizer.decode(token_ids[:, n])), size) for n in range(num_samples)]
         if sample_scores:
             maps["sample_logits"] = torch.stack(scores, dim=1)
         else:
             maps["samples"] = torch.stack([score.argmax(dim=1) for score in scores], dim=1)
         return maps
+
+    @torch.no_grad()
+    def code_class_patterns(self, context: int = 5, batch_size: int = 256) -> torch.LongTensor:
+        """(codebook_size, s, s) the class X^-1 reads at each pixel of each code's decoded patch, s =
+        `config.tokenizer_stride`: the centre token of a `context` x `context` grid of that one code (the decoder
+        looks at neighbours, so a lone token would decode differently). It turns the prior's distribution over codes
+        into one over classes (`sample`'s `class_uncertainty`); it decodes every code, so compute it once."""
+        codebook_size, patch = self.tokenizer.codebook_size, self.config.tokenizer_stride
+        device = next(self.parameters()).device
+        centre = slice(context // 2 * patch, (context // 2 + 1) * patch)
+        patterns = []
+        for first in range(0, codebook_size, batch_size):
+            codes = torch.arange(first, min(first + batch_size, codebook_size), device=device)
+            grids = codes[:, None, None].expand(-1, context, context)
+            patterns.append(self.inverse(self.tokenizer.decode(grids)).argmax(dim=1)[:, centre, centre])
+        return torch.cat(patterns)
 
     def _check_sampling_arguments(self, num_samples: int, temperature: float, top_k: int | None) -> None:
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:

@@ -11,6 +11,8 @@ Optional per-token weights turn the mean into a weighted mean (class-aware token
 codes, which a plain mean rarely trains).
 """
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -146,6 +148,18 @@ def chunked_token_argmax(
     return token_ids.reshape(batch, height, width)
 
 
+class TokenDraws(NamedTuple):
+    """What `chunked_token_sample` returns."""
+
+    token_ids: torch.LongTensor
+    """(batch, num_samples, h, w) codebook indices."""
+    entropy: torch.Tensor
+    """(batch, h, w) float32 entropy of each token's distribution, in nats."""
+    class_probabilities: torch.Tensor | None
+    """(batch, num_labels, h x s, w x s) float32 probability of each class at each pixel of each token's s x s patch
+    (None without `code_classes`)."""
+
+
 @torch.no_grad()
 def chunked_token_sample(
     features: torch.Tensor,
@@ -156,9 +170,12 @@ def chunked_token_sample(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
     chunk_size: int = 1024,
-) -> tuple[torch.LongTensor, torch.Tensor]:
+    code_classes: torch.LongTensor | None = None,
+    num_labels: int | None = None,
+) -> TokenDraws:
     """Draws tokens from the classifier's per-token distributions, softmax(logits / temperature) restricted to the
-    `top_k` most likely codes, independently per token, and returns each token's entropy under that distribution.
+    `top_k` most likely codes, independently per token; also each token's entropy under that distribution and,
+    with `code_classes`, the class probabilities it implies.
 
     Args:
         features: (batch, channels, h, w) token features; weight: (V, channels); bias: (V,).
@@ -167,20 +184,42 @@ def chunked_token_sample(
         top_k: keep only the k most likely codes per token (1..V), or all with None.
         generator: the random generator of the draws (the same generator state gives the same samples).
         chunk_size: tokens whose logits are formed at once.
-
-    Returns:
-        (batch, num_samples, h, w) codebook indices and (batch, h, w) float32 entropies in nats.
+        code_classes: (V, s, s) the class of each pixel of each code's decoded s x s patch; a pixel's class
+            probability is then the mass of the codes that paint it in that class.
+        num_labels: the number of classes, with `code_classes`.
     """
     batch, _, height, width = features.shape
     token_ids = torch.empty(batch, height * width, num_samples, dtype=torch.long, device=features.device)
     entropy = torch.empty(batch, height * width, dtype=torch.float32, device=features.device)
+    class_probabilities = None
+    if code_classes is not None:
+        patch = code_classes.shape[-1]
+        code_classes = code_classes.flatten(1)  # (V, s * s)
+        class_probabilities = features.new_zeros(batch, height * width, num_labels, patch * patch, dtype=torch.float32)
     for start, stop, chunk in _position_chunks(features, chunk_size):
         logits = nn.functional.linear(chunk, weight, bias).float() / temperature
+        codes = None
         if top_k is not None:
             logits, codes = logits.topk(top_k, dim=2)
         log_probs = logits.log_softmax(dim=2)
-        entropy[:, start:stop] = -(log_probs.exp() * log_probs).sum(dim=2)
-        draws = torch.multinomial(log_probs.exp().flatten(0, 1), num_samples, replacement=True, generator=generator)
+        probabilities = log_probs.exp()
+        entropy[:, start:stop] = -(probabilities * log_probs).sum(dim=2)
+        draws = torch.multinomial(probabilities.flatten(0, 1), num_samples, replacement=True, generator=generator)
         draws = draws.reshape(batch, stop - start, num_samples)
-        token_ids[:, start:stop] = draws if top_k is None else codes.gather(2, draws)
-    return token_ids.permute(0, 2, 1).reshape(batch, num_samples, height, width), entropy.reshape(batch, height, width)
+        token_ids[:, start:stop] = draws if codes is None else codes.gather(2, draws)
+        if class_probabilities is not None:
+            for pixel in range(code_classes.shape[1]):
+                classes = code_classes[:, pixel]
+                classes = classes.expand_as(probabilities) if codes is None else classes[codes]
+                class_probabilities[:, start:stop, :, pixel].scatter_add_(2, classes, probabilities)
+    if class_probabilities is not None:
+        class_probabilities = (
+            class_probabilities.reshape(batch, height, width, num_labels, patch, patch)
+            .permute(0, 3, 1, 4, 2, 5)
+            .reshape(batch, num_labels, height * patch, width * patch)
+        )
+    return TokenDraws(
+        token_ids.permute(0, 2, 1).reshape(batch, num_samples, height, width),
+        entropy.reshape(batch, height, width),
+        class_probabilities,
+    )

@@ -27,7 +27,9 @@ def naive_log_probs(features, weight, bias, temperature=1.0):
 def test_token_draws_follow_the_tempered_softmax_and_the_entropy_is_its_entropy(temperature):
     features, weight, bias = classifier_inputs()
     generator = torch.Generator().manual_seed(1)
-    draws, entropy = chunked_token_sample(features, weight, bias, 4000, temperature, generator=generator, chunk_size=4)
+    draws, entropy, _ = chunked_token_sample(
+        features, weight, bias, 4000, temperature, generator=generator, chunk_size=4
+    )
     log_probs = naive_log_probs(features, weight, bias, temperature)
     frequencies = torch.nn.functional.one_hot(draws, weight.shape[0]).float().mean(dim=1)
     # 4000 draws: the standard error of a frequency is at most 0.008.
@@ -37,13 +39,29 @@ def test_token_draws_follow_the_tempered_softmax_and_the_entropy_is_its_entropy(
 
 def test_top_k_draws_only_the_k_most_likely_codes_and_top_1_is_the_argmax():
     features, weight, bias = classifier_inputs(codes=9)
-    draws, entropy = chunked_token_sample(features, weight, bias, 500, top_k=3, chunk_size=5)
+    draws, entropy, _ = chunked_token_sample(features, weight, bias, 500, top_k=3, chunk_size=5)
     allowed = naive_log_probs(features, weight, bias).topk(3, dim=-1).indices
     assert (draws[..., None] == allowed[:, None]).any(-1).all()
     assert len(draws.unique()) > 3 and bool((entropy <= math.log(3) + 1e-6).all())
-    argmax, zero = chunked_token_sample(features, weight, bias, 3, top_k=1)
+    argmax, zero, _ = chunked_token_sample(features, weight, bias, 3, top_k=1)
     assert torch.equal(argmax, chunked_token_argmax(features, weight, bias)[:, None].expand_as(argmax))
     assert bool((zero.abs() < 1e-6).all())
+
+
+@pytest.mark.parametrize("top_k", [None, 4])
+def test_class_probabilities_are_the_mass_of_the_codes_that_paint_each_pixel_in_each_class(top_k):
+    features, weight, bias = classifier_inputs(codes=9)
+    code_classes = torch.randint(0, 3, (9, 2, 2), generator=torch.Generator().manual_seed(2))
+    draws = chunked_token_sample(features, weight, bias, 2, 1.5, top_k, chunk_size=4, code_classes=code_classes,
+                                 num_labels=3)  # fmt: skip
+    probabilities = naive_log_probs(features, weight, bias, 1.5).exp()  # (b, h, w, V)
+    if top_k is not None:
+        kept = probabilities.topk(top_k, dim=-1)
+        probabilities = torch.zeros_like(probabilities).scatter_(-1, kept.indices, kept.values)
+        probabilities = probabilities / probabilities.sum(-1, keepdim=True)
+    painted = torch.nn.functional.one_hot(code_classes, 3).float()  # (V, s, s, K)
+    expected = torch.einsum("bhwv,vijk->bkhiwj", probabilities, painted).reshape(2, 3, 6, 10)
+    torch.testing.assert_close(draws.class_probabilities, expected)
 
 
 def test_a_seeded_generator_repeats_the_draws_and_another_seed_does_not():
@@ -106,6 +124,28 @@ def test_seeded_sampling_is_deterministic_and_top_1_gives_the_argmax_without_unc
     assert float(first.token_entropy.min()) > 0
 
 
+def test_class_uncertainty_is_one_minus_the_prior_probability_of_the_predicted_class(model):
+    pixel_values = photos(batch=1)
+    patterns = model.code_class_patterns()
+    assert patterns.shape == (64, 4, 4) and 0 <= int(patterns.min()) and int(patterns.max()) < NUM_TINY_LABELS
+    # A code's pattern is what X^-1 reads where that code fills the grid.
+    grid = torch.full((1, 5, 5), 11)
+    with torch.no_grad():
+        painted = model.inverse(model.tokenizer.decode(grid)).argmax(1)[0, 8:12, 8:12]
+    assert torch.equal(patterns[11], painted)
+    output = model.sample(pixel_values, num_samples=2, code_class_patterns=patterns)
+    features, _ = model._prior(pixel_values)
+    weight, bias = model.prior_head.classifier_weight_and_bias
+    probabilities = torch.einsum("bchw,vc->bhwv", features, weight).add(bias).softmax(-1)
+    per_class = torch.einsum("bhwv,vijk->bkhiwj", probabilities, torch.nn.functional.one_hot(patterns, NUM_TINY_LABELS).float())
+    per_class = per_class.reshape(1, NUM_TINY_LABELS, 32, 48)
+    expected = 1 - per_class.gather(1, output.prediction[:, None])[:, 0]
+    torch.testing.assert_close(output.class_uncertainty, expected)
+    assert float(output.class_uncertainty.std()) > 0
+    again = model.sample(pixel_values, num_samples=2)  # the patterns computed inside give the same
+    torch.testing.assert_close(again.class_uncertainty, output.class_uncertainty)
+
+
 def test_sliding_window_sampling_averages_crops_like_forward_and_one_crop_is_the_whole_image(model):
     pixel_values = photos(batch=1, height=32, width=64)
     saved = model.config.sliding_window_crop_size, model.config.sliding_window_stride
@@ -123,6 +163,7 @@ def test_sliding_window_sampling_averages_crops_like_forward_and_one_crop_is_the
         whole, one_crop = seeded(False), seeded(True)
         assert torch.equal(whole.samples, one_crop.samples)
         torch.testing.assert_close(whole.token_entropy, one_crop.token_entropy)
+        torch.testing.assert_close(whole.class_uncertainty, one_crop.class_uncertainty)
     finally:
         model.config.sliding_window_crop_size, model.config.sliding_window_stride = saved
 
