@@ -313,6 +313,7 @@ AutoModel.register(GSSTokenPriorConfig, GSSTokenPriorModel, exist_ok=True)
 GSSTokenPriorModel.register_for_auto_class("AutoModel")
 
 __all__ = [
+    "GSSTokenPriorConfig",
     "GSSTokenPriorModel",
     "GSSTokenPriorOutput",
     "complete_label_map",
