@@ -2,12 +2,14 @@
 script on the tiny data set, and `gss-generate`. Tiny models only."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassError
 from PIL import Image
+from safetensors.torch import load_file
 from transformers import AutoModel
 
 from gss_hf import (
@@ -254,21 +256,42 @@ def test_label_map_functions_refuse_bad_input(tokenizer):
 # ----------------------------------------------------------------------------------------------------------------
 # The training script and gss-generate
 # ----------------------------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_training_script_writes_a_loadable_prior_and_an_eval_loss(tmp_path):
-    data = write_tiny_camvid(tmp_path / "camvid")
-    output = tmp_path / "token_prior"
-    run_script(
+def train_token_prior(data, output, steps: int, *extra: str):
+    return run_script(
         "train_token_prior.py", "--data_dir", data, "--void_value", "11", "--resolution", *map(str, TINY_SIZE),
-        "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2", "--max_train_steps", "2",
-        "--output_dir", output, "--config_overrides", json.dumps(TINY_PRIOR),
+        "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2", "--max_train_steps", str(steps),
+        "--output_dir", output, "--config_overrides", json.dumps(TINY_PRIOR), *extra,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return write_tiny_camvid(tmp_path_factory.mktemp("tiny") / "camvid")
+
+
+@pytest.mark.slow
+def test_training_script_writes_a_loadable_prior_and_an_eval_loss(tiny_data, tmp_path):
+    output = tmp_path / "token_prior"
+    train_token_prior(tiny_data, output, 2)
     prior = GSSTokenPriorModel.from_pretrained(output)
     embedded = GSSForSemanticSegmentation.config_class.from_pretrained(generate_cli.EMBEDDED_MODEL)
     assert prior.config.codebook_size == embedded.codebook_size
     assert (prior.config.grid_height, prior.config.grid_width) == (TINY_SIZE[0] // 4, TINY_SIZE[1] // 4)
     scores = json.loads((output / "eval_results.json").read_text())
     assert scores["eval_samples"] == 3 and np.isfinite(scores["eval_loss"])
+
+
+@pytest.mark.slow
+def test_training_resumed_from_a_checkpoint_gives_bit_identical_weights(tiny_data, tmp_path):
+    """Masks, flips and data order replay exactly: a run resumed from another run's checkpoint-2 ends as it did."""
+    uninterrupted, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
+    train_token_prior(tiny_data, uninterrupted, 5, "--checkpointing_steps", "2")
+    shutil.copytree(uninterrupted / "checkpoint-2", resumed / "checkpoint-2")
+    train_token_prior(tiny_data, resumed, 5, "--resume_from_checkpoint", "latest")
+    expected, got = load_file(uninterrupted / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert expected.keys() == got.keys() and all(torch.equal(expected[key], got[key]) for key in expected)
+    start = load_file(uninterrupted / "checkpoint-2" / "model.safetensors")
+    assert not all(torch.equal(start[key], got[key]) for key in start)
 
 
 @pytest.mark.slow

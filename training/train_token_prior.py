@@ -176,8 +176,11 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator.print(json.dumps(metrics))
     finish(
         accelerator, args, trained.save_pretrained, metrics,
-        model_description=f"GSS token prior (MaskGIT) over the {tokenizer.codebook_size}-code token grids of "
-        f"{args.tokenizer_path or args.gss_model_path}, label maps at {size[0]}x{size[1]}.",
+        model_description=f"A GSS token prior (MaskGIT) over the {tokenizer.codebook_size}-code token grids of "
+        f"{args.tokenizer_path or args.gss_model_path}, for label maps of {size[0]}x{size[1]}: not a segmentation "
+        "model (the usage below is GSS's), but a generator of label maps. Load it with "
+        "`gss_hf.GSSTokenPriorModel.from_pretrained` and draw maps with `gss_hf.sample_label_maps`, or save it as the "
+        "`token_prior` subfolder of its GSS model and run `gss-generate --model <that folder>`.",
     )  # fmt: skip
     return metrics
 
