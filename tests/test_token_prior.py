@@ -295,6 +295,22 @@ def test_training_resumed_from_a_checkpoint_gives_bit_identical_weights(tiny_dat
 
 
 @pytest.mark.slow
+def test_training_script_takes_another_gss_model_and_tokenizer(tiny_data, model_with_prior, tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    output = tmp_path / "token_prior"
+    train_token_prior(tiny_data, output, 1, "--gss_model_path", model_with_prior, "--tokenizer_path",
+                      tmp_path / "tokenizer")  # fmt: skip
+    assert GSSTokenPriorModel.from_pretrained(output).config.codebook_size == tokenizer.codebook_size == 64
+
+    MaskigeTokenizer.from_config(tiny_tokenizer_config(codebook_size=32)).save_pretrained(tmp_path / "other")
+    result = run_script(
+        "train_token_prior.py", "--data_dir", tiny_data, "--output_dir", tmp_path / "refused", "--gss_model_path",
+        model_with_prior, "--tokenizer_path", tmp_path / "other", check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "train_token_prior.py: error: The tokenizer differs" in result.stderr
+
+
+@pytest.mark.slow
 def test_training_script_refuses_derived_config_fields(tmp_path):
     result = run_script(
         "train_token_prior.py", "--data_dir", tmp_path, "--output_dir", tmp_path / "out",
