@@ -1,8 +1,10 @@
 """The learned token prior: its config, the MaskGIT loss and decoder, label-map sampling and completion, the training
 script on the tiny data set, and `gss-generate`. Tiny models only."""
 
+import configparser
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -385,3 +387,12 @@ def test_gss_generate_refuses_a_prior_of_another_codebook(model_with_prior, tmp_
     tiny_prior(codebook_size=32).save_pretrained(folder / generate_cli.TOKEN_PRIOR_FOLDER)
     assert generate_cli.main(["--num", "1", "--output-dir", str(tmp_path / "out"), "--model", str(folder)]) == 2
     assert "models 32 codes but the model's tokenizer has 64" in capsys.readouterr().err
+
+
+def test_setup_cfg_declares_the_gss_generate_command():
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    scripts = dict(
+        line.split(" = ") for line in setup["options.entry_points"]["console_scripts"].strip().splitlines()
+    )
+    assert scripts["gss-generate"] == "gss_hf.generate_cli:main"
