@@ -1,6 +1,7 @@
 """`gss-generate`: draw label maps from a GSS model's learned token prior (no photo) and write into the output folder
 
-  sample_000_labels.png   the label map: one grey pixel per pixel whose value is the class id (8-bit, mode L)
+  sample_000_labels.png   the label map: one grey pixel per pixel whose value is the class id (8-bit, mode L;
+                          16-bit beyond 256 classes)
   sample_000_maskige.png  its maskige, the colour image the tokenizer decoded, from which the classes are read
   grid.png                every sample's maskige, side by side in sample order
 
@@ -41,8 +42,10 @@ def training_command(folder: Path) -> str:
 
 def check_model_folder(folder: Path) -> None:
     """Raises `InputError` unless `folder` holds a GSS model (config.json) and a token prior beside it."""
+    if not folder.exists():
+        raise InputError(f"--model {folder}: the folder does not exist.")
     if not folder.is_dir():
-        raise InputError(f"--model {folder}: no such folder; expected a GSS model folder.")
+        raise InputError(f"--model {folder}: is a file; expected a GSS model folder.")
     if not (folder / "config.json").is_file():
         raise InputError(f"--model {folder}: no config.json, so not a saved GSS model.")
     prior = folder / TOKEN_PRIOR_FOLDER

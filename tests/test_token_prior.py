@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 from gss_hf import (
+    GSSConfig,
     GSSForSemanticSegmentation,
     GSSTokenPriorConfig,
     GSSTokenPriorModel,
@@ -276,7 +277,7 @@ def test_training_script_writes_a_loadable_prior_and_an_eval_loss(tiny_data, tmp
     output = tmp_path / "token_prior"
     train_token_prior(tiny_data, output, 2)
     prior = GSSTokenPriorModel.from_pretrained(output)
-    embedded = GSSForSemanticSegmentation.config_class.from_pretrained(generate_cli.EMBEDDED_MODEL)
+    embedded = GSSConfig.from_pretrained(generate_cli.EMBEDDED_MODEL)
     assert prior.config.codebook_size == embedded.codebook_size
     assert (prior.config.grid_height, prior.config.grid_width) == (TINY_SIZE[0] // 4, TINY_SIZE[1] // 4)
     scores = json.loads((output / "eval_results.json").read_text())
@@ -364,6 +365,12 @@ def test_gss_generate_refuses_bad_arguments(arguments, message, tmp_path, capsys
         generate_cli.main([*arguments, "--output-dir", str(tmp_path)])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_gss_generate_refuses_a_missing_model_folder(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert generate_cli.main(["--num", "1", "--output-dir", str(tmp_path / "out"), "--model", str(missing)]) == 2
+    assert capsys.readouterr().err.strip() == f"gss-generate: error: --model {missing}: the folder does not exist."
 
 
 def test_gss_generate_names_the_missing_token_prior_and_the_training_command(tmp_path, capsys):

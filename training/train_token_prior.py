@@ -16,10 +16,11 @@ what `gss-generate --model` uses.
 import argparse
 import json
 
+import datasets
 import numpy as np
 import torch
 
-from gss_hf import GSSConfig, GSSForSemanticSegmentation, maskige_from_labels
+from gss_hf import GSSConfig, GSSForSemanticSegmentation, GSSImageProcessor, maskige_from_labels
 from gss_hf.configuration_token_prior import GSSTokenPriorConfig
 from gss_hf.image_processing_gss import resize_labels
 from gss_hf.modeling_gss_tokenizer import GSSTokenizer, tokenizer_class
@@ -48,8 +49,8 @@ class ResizedLabelMaps(ProcessedSplit):
     """Label maps resized with nearest neighbour to one (height, width), flipped horizontally with
     `flip_probability` by a generator made from (seed, epoch, index), so that a resumed run replays them exactly."""
 
-    def __init__(self, split, image_processor, num_labels: int, size: tuple[int, int], seed: int,
-                 flip_probability: float):  # fmt: skip
+    def __init__(self, split: datasets.Dataset, image_processor: GSSImageProcessor, num_labels: int,
+                 size: tuple[int, int], seed: int, flip_probability: float):  # fmt: skip
         super().__init__(split, image_processor, num_labels)
         self.size, self.seed, self.flip_probability = size, seed, flip_probability
 
