@@ -31,6 +31,7 @@ from .modeling_gss import (
     GSSSemanticSegmenterOutput,
 )
 from .modeling_maskige_tokenizer import MaskigeTokenizer, MaskigeTokenizerOutput
+from .modeling_token_prior import GSSTokenPriorConfig, GSSTokenPriorModel, complete_label_map, sample_label_maps
 from .modeling_resnet_v1c import (
     ResNetV1cBackbone,
     ResNetV1cConfig,
@@ -51,6 +52,8 @@ __all__ = [
     "GSSPreTrainedModel",
     "GSSSamplingOutput",
     "GSSSemanticSegmenterOutput",
+    "GSSTokenPriorConfig",
+    "GSSTokenPriorModel",
     "GSS_PRESETS",
     "IGNORE_INDEX",
     "MaskigeTokenizer",
@@ -60,6 +63,7 @@ __all__ = [
     "ResNetV1cPreTrainedModel",
     "class_scores_least_squares",
     "class_scores_nearest_color",
+    "complete_label_map",
     "convert_mmseg_resnet_state_dict",
     "default_dalle_tokenizer_config",
     "default_tokenizer_config",
@@ -70,6 +74,7 @@ __all__ = [
     "min_pairwise_distance",
     "preset_palette",
     "resnet_v1c_config_from_state_dict",
+    "sample_label_maps",
     "tokenizer_pixels_to_maskige",
     "upsample_labels_2x",
 ]
