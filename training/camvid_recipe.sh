@@ -26,9 +26,10 @@ python training/train_prior.py --config_name gss-mobilenetv2-camvid --config_ove
     --tokenizer_path "$OUT/tokenizer" --pretrained_backbone imagenet-mobilenet-v2 "${DATA[@]}" "${SEGMENTATION[@]}" \
     --token_loss_class_weighting inverse_sqrt_frequency --max_train_steps 800 --output_dir "$OUT/gss-ff"
 
-# Stage III: the learned X^-1 on the frozen prior's predicted maskiges (GSS-FT-W).
+# Stage III: the learned X^-1 on the frozen prior's predicted maskiges (GSS-FT-W), its pixel loss weighted by the
+# prior's class weights, so that it keeps the rare classes the weighted prior learned (benchmarks/RESULTS.md).
 python training/train_inverse.py --model_name_or_path "$OUT/gss-ff" "${DATA[@]}" "${SEGMENTATION[@]}" \
-    --learning_rate 1e-3 --max_train_steps 450 --output_dir "$OUT/gss-ft-w"
+    --learning_rate 1e-3 --max_train_steps 450 --class_weighted_loss --output_dir "$OUT/gss-ft-w"
 
 # The discriminative baseline: DeepLabV3-MobileNetV2, same weights, pipeline, crops, optimiser and steps as stage II.
 python training/train_baseline.py --pretrained_backbone imagenet-mobilenet-v2 "${DATA[@]}" "${SEGMENTATION[@]}" \

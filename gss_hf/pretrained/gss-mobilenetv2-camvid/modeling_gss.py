@@ -27,7 +27,12 @@ from .modeling_gss_inverse import build_inverse
 from .modeling_gss_prior import GSSAuxiliaryHead, GSSBackbone, GSSPriorHead
 from .modeling_gss_tokenizer import GSSTokenizer, build_tokenizer
 from .modeling_maskige_tokenizer import MaskigeTokenizer  # noqa: F401  (registers tokenizer_type "vqmodel")
-from .token_cross_entropy import TOKEN_IGNORE_INDEX, chunked_token_argmax, chunked_token_cross_entropy
+from .token_cross_entropy import (
+    TOKEN_IGNORE_INDEX,
+    chunked_token_argmax,
+    chunked_token_cross_entropy,
+    chunked_token_sample,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -72,6 +77,44 @@ class GSSSemanticSegmenterOutput(ModelOutput):
     auxiliary_logits: torch.FloatTensor | None = None
     token_loss: torch.FloatTensor | None = None
     auxiliary_loss: torch.FloatTensor | None = None
+
+
+@dataclass
+class GSSSamplingOutput(ModelOutput):
+    """
+    What `GSSForSemanticSegmentation.sample` returns; every map is at the input's resolution.
+
+    Args:
+        samples (`torch.LongTensor` of shape `(batch, num_samples, height, width)`):
+            The class ids of each sampled segmentation: token grids drawn from the prior, decoded, read by X^-1.
+        prediction (`torch.LongTensor` of shape `(batch, height, width)`):
+            The usual prediction (argmax tokens), `forward(...).logits.argmax(1)`.
+        majority_vote (`torch.LongTensor` of shape `(batch, height, width)`):
+            The class most samples give each pixel (the lowest id on a tie).
+        uncertainty (`torch.FloatTensor` of shape `(batch, height, width)`):
+            The entropy (nats) of the samples' class frequencies at each pixel: 0 where all samples agree, at most
+            log(min(num_samples, num_labels)).
+        token_entropy (`torch.FloatTensor` of shape `(batch, height, width)`):
+            A single-pass alternative: the entropy (nats) of the prior's token distribution (at the same
+            temperature and top-k), each token's value spread over its patch.
+        class_uncertainty (`torch.FloatTensor` of shape `(batch, height, width)`):
+            The other single-pass alternative: 1 - the probability of the predicted class under the prior's token
+            distributions, read through `code_class_patterns` (many codes paint the same classes, so the token
+            entropy overstates what is in doubt).
+        logits (`torch.FloatTensor` of shape `(batch, num_labels, height, width)`):
+            The class scores of the usual prediction.
+        maskige (`torch.FloatTensor` of shape `(batch, 3, height, width)`):
+            The maskige of the usual prediction, colours in 0..255.
+    """
+
+    samples: torch.LongTensor | None = None
+    prediction: torch.LongTensor | None = None
+    majority_vote: torch.LongTensor | None = None
+    uncertainty: torch.FloatTensor | None = None
+    token_entropy: torch.FloatTensor | None = None
+    class_uncertainty: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    maskige: torch.FloatTensor | None = None
 
 
 class GSSPreTrainedModel(PreTrainedModel):
@@ -395,6 +438,24 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         """Crops of `sliding_window_crop_size` every `sliding_window_stride` pixels, run in batches; the class
         scores and maskige colours of overlapping crops are averaged. With labels, each crop's prior pass also
         gives that crop's loss, and the losses are the mean over crops."""
+        losses = []
+
+        def predict_crops(crops: torch.Tensor, regions: list) -> dict:
+            crop_labels = None if labels is None else torch.cat([labels[region] for region in regions])
+            prediction = self._predict_whole(crops, crop_labels, output_token_logits=False)
+            if labels is not None:
+                losses.append(torch.stack([prediction.loss, prediction.token_loss, prediction.auxiliary_loss]))
+            return {"logits": prediction.logits, "maskige": prediction.maskige}
+
+        output = GSSSemanticSegmenterOutput(**self._average_over_windows(pixel_values, predict_crops))
+        if losses:
+            output.loss, output.token_loss, output.auxiliary_loss = torch.stack(losses).mean(0)
+        return output
+
+    def _average_over_windows(self, pixel_values: torch.Tensor, predict_crops) -> dict[str, torch.Tensor]:
+        """The sliding window's one rule: `predict_crops(crops, regions)` maps a batch of crops (the photos' crops
+        at `regions`, window-major) to a dict of (len(regions) x batch, ..., crop_height, crop_width) maps; each map
+        comes back as (batch, ..., height, width), the mean over the windows that cover each pixel."""
         batch, _, height, width = pixel_values.shape
         crop_height = min(self.config.sliding_window_crop_size, height)
         crop_width = min(self.config.sliding_window_crop_size, width)
@@ -403,28 +464,156 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
             for top in _window_starts(height, crop_height, self.config.sliding_window_stride)
             for left in _window_starts(width, crop_width, self.config.sliding_window_stride)
         ]
-        logits_sum = pixel_values.new_zeros(batch, self.config.num_labels, height, width)
-        maskige_sum = pixel_values.new_zeros(batch, 3, height, width)
-        votes = pixel_values.new_zeros(1, 1, height, width)
-        losses = []
+        sums = {}
+        votes = pixel_values.new_zeros(height, width)
         crops_per_run = max(1, self.config.sliding_window_batch_size // batch)
         for first in range(0, len(windows), crops_per_run):
             group = windows[first : first + crops_per_run]
             regions = [(..., slice(top, top + crop_height), slice(left, left + crop_width)) for top, left in group]
-            crop_labels = None if labels is None else torch.cat([labels[region] for region in regions])
-            prediction = self._predict_whole(
-                torch.cat([pixel_values[region] for region in regions]), crop_labels, output_token_logits=False
-            )
-            if labels is not None:
-                losses.append(torch.stack([prediction.loss, prediction.token_loss, prediction.auxiliary_loss]))
-            for index, region in enumerate(regions):
-                logits_sum[region] += prediction.logits[index * batch : (index + 1) * batch]
-                maskige_sum[region] += prediction.maskige[index * batch : (index + 1) * batch]
+            maps = predict_crops(torch.cat([pixel_values[region] for region in regions]), regions)
+            for name, crop_maps in maps.items():
+                if name not in sums:
+                    sums[name] = crop_maps.new_zeros(batch, *crop_maps.shape[1:-2], height, width)
+                for index, region in enumerate(regions):
+                    sums[name][region] += crop_maps[index * batch : (index + 1) * batch]
+            for region in regions:
                 votes[region] += 1
-        output = GSSSemanticSegmenterOutput(logits=logits_sum / votes, maskige=maskige_sum / votes)
-        if losses:
-            output.loss, output.token_loss, output.auxiliary_loss = torch.stack(losses).mean(0)
-        return output
+        return {name: total / votes for name, total in sums.items()}
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Sampling
+    # ------------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        pixel_values: torch.Tensor,
+        num_samples: int = 8,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        sliding_window: bool | None = None,
+        code_class_patterns: torch.LongTensor | None = None,
+    ) -> GSSSamplingOutput:
+        r"""Segmentations drawn from the prior instead of its argmax, and where they disagree.
+
+        Each token is drawn independently from softmax(token logits / `temperature`) over its `top_k` most likely
+        codes (chunk by chunk, never the full V-way logits of the image); each of the `num_samples` token grids is
+        decoded and read by X^-1. The prior's one pass is shared by all samples, so a sample costs one decode.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch, 3, height, width)`): normalised photos.
+            num_samples (`int`): segmentations drawn per photo, >= 1.
+            temperature (`float`): > 0; lower is closer to the argmax, higher spreads the samples.
+            top_k (`int`, *optional*): draw among the k most likely codes of each token, 1..codebook_size.
+            generator (`torch.Generator`, *optional*): the same seeded generator gives the same samples.
+            sliding_window (`bool`, *optional*): defaults to `config.sliding_window`; each sample's class scores
+                are then averaged over overlapping crops before its argmax, as in `forward`.
+            code_class_patterns (`torch.LongTensor`, *optional*): `self.code_class_patterns()`, computed once by
+                callers that sample many photos (it decodes every code); computed here when not given.
+        """
+        self._check_sampling_arguments(num_samples, temperature, top_k)
+        if code_class_patterns is None:
+            code_class_patterns = self.code_class_patterns()
+        sliding_window = self.config.sliding_window if sliding_window is None else sliding_window
+        pixel_values = self._check_pixel_values(pixel_values)
+        size = pixel_values.shape[-2:]
+        draw = {"num_samples": num_samples, "temperature": temperature, "top_k": top_k, "generator": generator,
+                "code_class_patterns": code_class_patterns}  # fmt: skip
+        if sliding_window:
+            maps = self._average_over_windows(
+                pixel_values, lambda crops, regions: self._sample_whole(crops, sample_scores=True, **draw)
+            )
+            maps["samples"] = maps.pop("sample_logits").argmax(dim=2)
+        else:
+            maps = self._sample_whole(pixel_values, sample_scores=False, **draw)
+        samples = maps["samples"]
+        counts = torch.zeros_like(maps["logits"]).scatter_add_(
+            1, samples, torch.ones_like(samples, dtype=maps["logits"].dtype)
+        )
+        frequencies = counts / num_samples
+        uncertainty = -(frequencies * frequencies.clamp(min=1e-12).log()).sum(dim=1)
+        prediction = maps["logits"].argmax(dim=1)
+        class_uncertainty = 1.0 - maps["class_probabilities"].gather(1, prediction[:, None])[:, 0]
+        return GSSSamplingOutput(
+            samples=samples,
+            prediction=prediction,
+            majority_vote=counts.argmax(dim=1),
+            uncertainty=uncertainty.clamp(min=0),
+            token_entropy=maps["token_entropy"][:, 0],
+            class_uncertainty=class_uncertainty.clamp(0.0, 1.0),
+            logits=maps["logits"],
+            maskige=maps["maskige"],
+        )
+
+    def _sample_whole(
+        self,
+        pixel_values: torch.Tensor,
+        num_samples: int,
+        temperature: float,
+        top_k: int | None,
+        generator: torch.Generator | None,
+        code_class_patterns: torch.LongTensor,
+        sample_scores: bool,
+    ) -> dict[str, torch.Tensor]:
+        """One prior pass, its argmax decode and `num_samples` sampled decodes at the input's size: "logits"
+        (batch, K, H, W), "maskige" (batch, 3, H, W), "token_entropy" (batch, 1, H, W), "class_probabilities"
+        (batch, K, H, W) and the samples, as class scores "sample_logits" (batch,
+        num_samples, K, H, W) when `sample_scores` (to be averaged over windows first) or as class ids "samples"
+        (batch, num_samples, H, W)."""
+        size = pixel_values.shape[-2:]
+        token_features, auxiliary_logits = self._prior(pixel_values)
+        usual = self._decode_prior(token_features, auxiliary_logits, size, output_token_logits=False)
+        weight, bias = self.prior_head.classifier_weight_and_bias
+        draws = chunked_token_sample(
+            token_features, weight, bias, num_samples, temperature, top_k, generator, self.config.token_chunk_size,
+            code_classes=code_class_patterns, num_labels=self.config.num_labels,
+        )  # fmt: skip
+        stride = self.config.token_stride
+        token_entropy = nn.functional.interpolate(draws.entropy[:, None], scale_factor=stride, mode="nearest")
+        maps = {
+            "logits": usual.logits,
+            "maskige": usual.maskige,
+            "token_entropy": resize_scores(token_entropy, size),
+            "class_probabilities": resize_scores(draws.class_probabilities, size),
+        }
+        token_ids = draws.token_ids
+        scores = [resize_scores(self.inverse(self.tokenizer.decode(token_ids[:, n])), size) for n in range(num_samples)]
+        if sample_scores:
+            maps["sample_logits"] = torch.stack(scores, dim=1)
+        else:
+            maps["samples"] = torch.stack([score.argmax(dim=1) for score in scores], dim=1)
+        return maps
+
+    @torch.no_grad()
+    def code_class_patterns(self, context: int = 5, batch_size: int = 256) -> torch.LongTensor:
+        """(codebook_size, s, s) the class X^-1 reads at each pixel of each code's decoded patch, s =
+        `config.tokenizer_stride`: the centre token of a `context` x `context` grid of that one code (the decoder
+        looks at neighbours, so a lone token would decode differently). It turns the prior's distribution over codes
+        into one over classes (`sample`'s `class_uncertainty`); it decodes every code, so compute it once."""
+        codebook_size, patch = self.tokenizer.codebook_size, self.config.tokenizer_stride
+        device = next(self.parameters()).device
+        centre = slice(context // 2 * patch, (context // 2 + 1) * patch)
+        patterns = []
+        for first in range(0, codebook_size, batch_size):
+            codes = torch.arange(first, min(first + batch_size, codebook_size), device=device)
+            grids = codes[:, None, None].expand(-1, context, context)
+            patterns.append(self.inverse(self.tokenizer.decode(grids)).argmax(dim=1)[:, centre, centre])
+        return torch.cat(patterns)
+
+    def _check_sampling_arguments(self, num_samples: int, temperature: float, top_k: int | None) -> None:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"`num_samples` must be a positive integer, got {num_samples!r}.")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+            math.isfinite(temperature) and temperature > 0
+        ):
+            raise ValueError(
+                f"`temperature` must be a finite number > 0, got {temperature!r} (use `forward` for the argmax)."
+            )
+        codebook_size = self.tokenizer.codebook_size
+        if top_k is not None and (
+            isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= codebook_size
+        ):
+            raise ValueError(f"`top_k` must be an integer in 1..{codebook_size} (the codebook size) or None, got {top_k!r}.")
 
     # ------------------------------------------------------------------------------------------------------------
     # Input checks
@@ -479,16 +668,28 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
             )
 
 
-def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+def masked_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Pixel cross-entropy averaged over labelled pixels; 0 (connected to the graph) when none is labelled,
     where `cross_entropy`'s mean would be NaN. Computed as a sum over a count, so that no host synchronisation is
-    needed to tell the two cases apart.
+    needed to tell the two cases apart. With `class_weights` it is the weighted mean: each pixel weighs its true
+    class's weight (the mean that `cross_entropy(weight=...)` takes).
 
     Args:
         logits: (batch, K, H, W) class scores; labels: (batch, H, W) class ids or `ignore_index`.
+        class_weights: optional (K,) non-negative weight of each class.
     """
-    total = nn.functional.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index, reduction="sum")
-    return total / (labels != ignore_index).sum().clamp(min=1)
+    labelled = labels != ignore_index
+    if class_weights is None:
+        total = nn.functional.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index, reduction="sum")
+        return total / labelled.sum().clamp(min=1)
+    class_weights = class_weights.to(device=logits.device, dtype=torch.float32)
+    total = nn.functional.cross_entropy(
+        logits.float(), labels.long(), weight=class_weights, ignore_index=ignore_index, reduction="sum"
+    )
+    pixel_weights = class_weights[torch.where(labelled, labels, 0).long()] * labelled
+    return total / pixel_weights.sum().clamp(min=torch.finfo(torch.float32).tiny)
 
 
 def fill_unlabelled_pixels(
@@ -544,6 +745,7 @@ MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES.setdefault(GSSConfig.model_type, G
 __all__ = [
     "GSSForSemanticSegmentation",
     "GSSPreTrainedModel",
+    "GSSSamplingOutput",
     "GSSSemanticSegmenterOutput",
     "masked_cross_entropy",
     "resize_scores",

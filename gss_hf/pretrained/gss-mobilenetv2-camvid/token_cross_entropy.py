@@ -1,4 +1,4 @@
-"""Token cross-entropy and token argmax without materialising the V-way logits.
+"""Token cross-entropy, argmax, sampling and entropy without materialising the V-way logits.
 
 At V = 8192 codes and tokens at 1/4, the prior's logits for one 768x768 crop are 36,864 x 8,192 floats (1.2 GB),
 and autograd would keep them (and their softmax) for the backward pass. The codebook classifier is a 1x1
@@ -10,6 +10,8 @@ memory and time against the naive loss.
 Optional per-token weights turn the mean into a weighted mean (class-aware token weighting: rare classes own rare
 codes, which a plain mean rarely trains).
 """
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -123,19 +125,101 @@ def chunked_token_cross_entropy(
     return _ChunkedLinearCrossEntropy.apply(tokens, weight, bias, targets[valid], chunk_size, token_weights)
 
 
+def _position_chunks(features: torch.Tensor, chunk_size: int):
+    """Yields (start, stop, chunk) over the grid positions of all images at once: chunk is (batch, positions,
+    channels), read in place from the (batch, channels, h, w) features (no channels-last copy of the map)."""
+    batch = features.shape[0]
+    flat = features.flatten(2)
+    positions_per_chunk = max(1, chunk_size // batch)
+    for start in range(0, flat.shape[2], positions_per_chunk):
+        stop = min(start + positions_per_chunk, flat.shape[2])
+        yield start, stop, flat[:, :, start:stop].transpose(1, 2)
+
+
 @torch.no_grad()
 def chunked_token_argmax(
     features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, chunk_size: int = 1024
 ) -> torch.LongTensor:
-    """Per-token argmax of the linear classifier: (batch, channels, h, w) -> (batch, h, w) codebook indices.
-
-    Walks over the grid positions of all images at once, reading the features in place (no channels-last copy).
-    """
-    batch, channels, height, width = features.shape
-    flat = features.flatten(2)
+    """Per-token argmax of the linear classifier: (batch, channels, h, w) -> (batch, h, w) codebook indices."""
+    batch, _, height, width = features.shape
     token_ids = torch.empty(batch, height * width, dtype=torch.long, device=features.device)
-    positions_per_chunk = max(1, chunk_size // batch)
-    for start in range(0, height * width, positions_per_chunk):
-        chunk = flat[:, :, start : start + positions_per_chunk].transpose(1, 2)
-        token_ids[:, start : start + positions_per_chunk] = nn.functional.linear(chunk, weight, bias).argmax(dim=2)
+    for start, stop, chunk in _position_chunks(features, chunk_size):
+        token_ids[:, start:stop] = nn.functional.linear(chunk, weight, bias).argmax(dim=2)
     return token_ids.reshape(batch, height, width)
+
+
+class TokenDraws(NamedTuple):
+    """What `chunked_token_sample` returns."""
+
+    token_ids: torch.LongTensor
+    """(batch, num_samples, h, w) codebook indices."""
+    entropy: torch.Tensor
+    """(batch, h, w) float32 entropy of each token's distribution, in nats."""
+    class_probabilities: torch.Tensor | None
+    """(batch, num_labels, h x s, w x s) float32 probability of each class at each pixel of each token's s x s patch
+    (None without `code_classes`)."""
+
+
+@torch.no_grad()
+def chunked_token_sample(
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    num_samples: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    chunk_size: int = 1024,
+    code_classes: torch.LongTensor | None = None,
+    num_labels: int | None = None,
+) -> TokenDraws:
+    """Draws tokens from the classifier's per-token distributions, softmax(logits / temperature) restricted to the
+    `top_k` most likely codes, independently per token; also each token's entropy under that distribution and,
+    with `code_classes`, the class probabilities it implies.
+
+    Args:
+        features: (batch, channels, h, w) token features; weight: (V, channels); bias: (V,).
+        num_samples: token grids drawn per image.
+        temperature: > 0; below 1 sharpens the distributions, above 1 flattens them.
+        top_k: keep only the k most likely codes per token (1..V), or all with None.
+        generator: the random generator of the draws (the same generator state gives the same samples).
+        chunk_size: tokens whose logits are formed at once.
+        code_classes: (V, s, s) the class of each pixel of each code's decoded s x s patch; a pixel's class
+            probability is then the mass of the codes that paint it in that class.
+        num_labels: the number of classes, with `code_classes`.
+    """
+    batch, _, height, width = features.shape
+    token_ids = torch.empty(batch, height * width, num_samples, dtype=torch.long, device=features.device)
+    entropy = torch.empty(batch, height * width, dtype=torch.float32, device=features.device)
+    class_probabilities = None
+    if code_classes is not None:
+        patch = code_classes.shape[-1]
+        code_classes = code_classes.flatten(1)  # (V, s * s)
+        class_probabilities = features.new_zeros(batch, height * width, num_labels, patch * patch, dtype=torch.float32)
+    for start, stop, chunk in _position_chunks(features, chunk_size):
+        logits = nn.functional.linear(chunk, weight, bias).float() / temperature
+        codes = None
+        if top_k is not None:
+            logits, codes = logits.topk(top_k, dim=2)
+        log_probs = logits.log_softmax(dim=2)
+        probabilities = log_probs.exp()
+        entropy[:, start:stop] = -(probabilities * log_probs).sum(dim=2)
+        draws = torch.multinomial(probabilities.flatten(0, 1), num_samples, replacement=True, generator=generator)
+        draws = draws.reshape(batch, stop - start, num_samples)
+        token_ids[:, start:stop] = draws if codes is None else codes.gather(2, draws)
+        if class_probabilities is not None:
+            for pixel in range(code_classes.shape[1]):
+                classes = code_classes[:, pixel]
+                classes = classes.expand_as(probabilities) if codes is None else classes[codes]
+                class_probabilities[:, start:stop, :, pixel].scatter_add_(2, classes, probabilities)
+    if class_probabilities is not None:
+        class_probabilities = (
+            class_probabilities.reshape(batch, height, width, num_labels, patch, patch)
+            .permute(0, 3, 1, 4, 2, 5)
+            .reshape(batch, num_labels, height * patch, width * patch)
+        )
+    return TokenDraws(
+        token_ids.permute(0, 2, 1).reshape(batch, num_samples, height, width),
+        entropy.reshape(batch, height, width),
+        class_probabilities,
+    )
