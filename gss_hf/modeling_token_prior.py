@@ -23,6 +23,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_token_prior import GSSTokenPriorConfig
 from .maskige import IGNORE_INDEX, class_scores_nearest_color, maskige_from_labels, out_of_range_label_values
+from .token_cross_entropy import check_positive_integer, check_sampling_arguments
 
 
 @dataclass
@@ -112,7 +113,8 @@ class GSSTokenPriorModel(PreTrainedModel):
         shape, bool) are fixed throughout. Deterministic for a seeded `generator` (on the model's device) in eval
         mode.
         """
-        check_sampling_arguments(num_samples, num_steps, temperature)
+        check_sampling_arguments(num_samples, temperature)
+        check_positive_integer(num_steps, "num_steps")
         config = self.config
         shape = (num_samples, config.grid_height, config.grid_width)
         token_ids = torch.full(shape, config.mask_token_id, dtype=torch.long, device=self.device)
@@ -208,14 +210,6 @@ def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None, devi
     uniform = torch.rand(shape, generator=generator, device=device).clamp(1e-20, 1 - 1e-7)
     return -torch.log(-torch.log(uniform))
 
-
-def check_sampling_arguments(num_samples: int, num_steps: int, temperature: float) -> None:
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"`num_samples` must be a positive integer, got {num_samples!r}.")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"`num_steps` must be a positive integer, got {num_steps!r}.")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"`temperature` must be a finite number > 0, got {temperature!r}.")
 
 
 # ----------------------------------------------------------------------------------------------------------------

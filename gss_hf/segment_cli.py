@@ -191,9 +191,12 @@ def segment(
     samples: int = 0,
     temperature: float = 1.0,
     seed: int = 0,
+    code_class_patterns: torch.LongTensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Returns the label map (height, width) int64, the predicted maskige (height, width, 3) uint8 and, with
     `samples`, the samples' disagreement (height, width) float32 in nats (else None), all at the photo's size.
+    `code_class_patterns` (`model.code_class_patterns()`, which decodes every code) is computed once by callers that
+    sample many photos.
 
     Without `sliding_window` the processor resizes the photo (e.g. to a 360-pixel short edge for the embedded model)
     and the model sees it whole; with it the photo keeps its own size and the model runs on overlapping crops of
@@ -203,7 +206,7 @@ def segment(
     if samples:
         generator = torch.Generator().manual_seed(seed)
         outputs = model.sample(inputs["pixel_values"], samples, temperature, generator=generator,
-                               sliding_window=sliding_window)  # fmt: skip
+                               sliding_window=sliding_window, code_class_patterns=code_class_patterns)  # fmt: skip
     else:
         outputs = model(pixel_values=inputs["pixel_values"], sliding_window=sliding_window)
     size = (photo.height, photo.width)
@@ -346,9 +349,10 @@ def main(argv: list[str] | None = None) -> int:
 
     colors = class_colors(model)
     id2label = model.config.id2label
+    patterns = model.code_class_patterns() if args.samples else None
     for path, (photo, rgb) in zip(args.images, photos):
         labels, maskige, uncertainty = segment(
-            model, processor, photo, args.sliding_window, args.samples, args.temperature, args.seed
+            model, processor, photo, args.sliding_window, args.samples, args.temperature, args.seed, patterns
         )
         stem = args.output_dir / path.stem
         label_image(labels).save(f"{stem}_labels.png")

@@ -30,6 +30,7 @@ from .modeling_maskige_tokenizer import MaskigeTokenizer  # noqa: F401  (registe
 from .token_cross_entropy import (
     TOKEN_IGNORE_INDEX,
     chunked_token_argmax,
+    check_sampling_arguments,
     chunked_token_cross_entropy,
     chunked_token_sample,
 )
@@ -516,7 +517,6 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
             code_class_patterns = self.code_class_patterns()
         sliding_window = self.config.sliding_window if sliding_window is None else sliding_window
         pixel_values = self._check_pixel_values(pixel_values)
-        size = pixel_values.shape[-2:]
         draw = {"num_samples": num_samples, "temperature": temperature, "top_k": top_k, "generator": generator,
                 "code_class_patterns": code_class_patterns}  # fmt: skip
         if sliding_window:
@@ -601,14 +601,7 @@ class GSSForSemanticSegmentation(GSSPreTrainedModel):
         return torch.cat(patterns)
 
     def _check_sampling_arguments(self, num_samples: int, temperature: float, top_k: int | None) -> None:
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"`num_samples` must be a positive integer, got {num_samples!r}.")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-            math.isfinite(temperature) and temperature > 0
-        ):
-            raise ValueError(
-                f"`temperature` must be a finite number > 0, got {temperature!r} (use `forward` for the argmax)."
-            )
+        check_sampling_arguments(num_samples, temperature)
         codebook_size = self.tokenizer.codebook_size
         if top_k is not None and (
             isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= codebook_size

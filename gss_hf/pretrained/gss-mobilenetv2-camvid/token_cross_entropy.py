@@ -11,6 +11,7 @@ Optional per-token weights turn the mean into a weighted mean (class-aware token
 codes, which a plain mean rarely trains).
 """
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -146,6 +147,21 @@ def chunked_token_argmax(
     for start, stop, chunk in _position_chunks(features, chunk_size):
         token_ids[:, start:stop] = nn.functional.linear(chunk, weight, bias).argmax(dim=2)
     return token_ids.reshape(batch, height, width)
+
+
+def check_positive_integer(value: int, name: str) -> None:
+    """Raises `ValueError` unless `value` is an int >= 1 (a bool is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+
+
+def check_sampling_arguments(num_samples: int, temperature: float) -> None:
+    """The checks every token sampler shares: `num_samples` a positive integer, `temperature` a finite number > 0."""
+    check_positive_integer(num_samples, "num_samples")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+        math.isfinite(temperature) and temperature > 0
+    ):
+        raise ValueError(f"`temperature` must be a finite number > 0, got {temperature!r}.")
 
 
 class TokenDraws(NamedTuple):
