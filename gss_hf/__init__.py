@@ -31,7 +31,13 @@ from .modeling_gss import (
     GSSSemanticSegmenterOutput,
 )
 from .modeling_maskige_tokenizer import MaskigeTokenizer, MaskigeTokenizerOutput
-from .modeling_token_prior import GSSTokenPriorConfig, GSSTokenPriorModel, complete_label_map, sample_label_maps
+from .modeling_token_prior import (
+    GSSTokenPriorConfig,
+    GSSTokenPriorModel,
+    complete_label_map,
+    known_outside_region,
+    sample_label_maps,
+)
 from .modeling_resnet_v1c import (
     ResNetV1cBackbone,
     ResNetV1cConfig,
@@ -64,6 +70,7 @@ __all__ = [
     "class_scores_least_squares",
     "class_scores_nearest_color",
     "complete_label_map",
+    "known_outside_region",
     "convert_mmseg_resnet_state_dict",
     "default_dalle_tokenizer_config",
     "default_tokenizer_config",

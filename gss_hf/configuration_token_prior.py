@@ -27,18 +27,20 @@ class GSSTokenPriorConfig(PreTrainedConfig):
             Token rows of a grid (label maps of `grid_height` x the tokenizer's token stride pixels: 96 at stride 4).
         grid_width (`int`, *optional*, defaults to 32):
             Token columns of a grid (128 pixels at stride 4).
-        hidden_size (`int`, *optional*, defaults to 256):
-            Width of the transformer.
+        hidden_size (`int`, *optional*, defaults to 192):
+            Width of the transformer (192 keeps the CamVid prior under 10 MB, small enough to embed).
         num_hidden_layers (`int`, *optional*, defaults to 4):
             Transformer layers.
-        num_attention_heads (`int`, *optional*, defaults to 8):
+        num_attention_heads (`int`, *optional*, defaults to 6):
             Attention heads; must divide `hidden_size`.
-        intermediate_size (`int`, *optional*, defaults to 1024):
+        intermediate_size (`int`, *optional*, defaults to 768):
             MLP width of each layer.
         hidden_dropout_prob (`float`, *optional*, defaults to 0.1):
             Dropout on embeddings and layer outputs.
-        attention_dropout_prob (`float`, *optional*, defaults to 0.1):
-            Dropout on attention weights.
+        attention_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout on attention weights. Off by default: with it, PyTorch's CPU attention leaves its fused kernel
+            for the plain one and draws a (batch, heads, tokens, tokens) mask per layer, which made a training step
+            four times slower here (7.2 s against 1.8 s for 16 grids of 24x32 on 2 cores).
         layer_norm_eps (`float`, *optional*, defaults to 1e-12):
             Epsilon of the layer norms.
         initializer_range (`float`, *optional*, defaults to 0.02):
@@ -50,12 +52,12 @@ class GSSTokenPriorConfig(PreTrainedConfig):
     codebook_size: int = positive_int(default=1024)
     grid_height: int = positive_int(default=24)
     grid_width: int = positive_int(default=32)
-    hidden_size: int = positive_int(default=256)
+    hidden_size: int = positive_int(default=192)
     num_hidden_layers: int = positive_int(default=4)
-    num_attention_heads: int = positive_int(default=8)
-    intermediate_size: int = positive_int(default=1024)
+    num_attention_heads: int = positive_int(default=6)
+    intermediate_size: int = positive_int(default=768)
     hidden_dropout_prob: float | int = dropout_probability(default=0.1)
-    attention_dropout_prob: float | int = dropout_probability(default=0.1)
+    attention_dropout_prob: float | int = dropout_probability(default=0.0)
     layer_norm_eps: float = non_negative_finite(default=1e-12)
     initializer_range: float | int = non_negative_finite(default=0.02)
 

@@ -52,6 +52,7 @@ def write_model_card(
     task_description: str = "",
     extra_sections: str = "",
     license: str = "apache-2.0",
+    usage: str | None = None,
 ) -> ModelCard:
     """Writes `output_dir/README.md`: Hub metadata (licence, library, pipeline tag, tags, datasets, base model and a
     `model-index` with one result per metric, so the Hub shows the scores) and a body that says what GSS is, how to
@@ -68,6 +69,8 @@ def write_model_card(
         task_description: a paragraph about this particular model, placed under the title.
         extra_sections: Markdown appended before the citation (e.g. a "## Limitations" section).
         license: the weights' licence id (the code's Apache-2.0 unless the training data restricts the weights).
+        usage: the "How to use" Python code, for models that are not segmenters (a token prior); default: loading
+            the model and the image-segmentation pipeline.
     """
     for name, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -101,10 +104,22 @@ def write_model_card(
         f"## Training\n\n```bash\n{training_command}\n```",
         extra_sections,
     ]
-    return save_model_card(output_dir, card_data, model_id, sections)
+    return save_model_card(output_dir, card_data, model_id, sections, usage)
 
 
-def save_model_card(output_dir: str | Path, card_data: ModelCardData, model_id: str, sections: list[str]) -> ModelCard:
+def segmentation_usage(model_id: str) -> str:
+    """The "How to use" code of a GSS segmentation model."""
+    return (
+        "from transformers import AutoModelForSemanticSegmentation, pipeline\n\n"
+        f'model = AutoModelForSemanticSegmentation.from_pretrained("{model_id}", trust_remote_code=True)\n'
+        f'segmenter = pipeline("image-segmentation", model="{model_id}", trust_remote_code=True)\n'
+        'segments = segmenter("photo.jpg")  # one {"label", "mask"} per class present'
+    )
+
+
+def save_model_card(
+    output_dir: str | Path, card_data: ModelCardData, model_id: str, sections: list[str], usage: str | None = None
+) -> ModelCard:
     """Writes `output_dir/README.md` (creating the folder): the metadata, a title, `sections[0]` (what this model
     is), what GSS is, how to load it, the other sections (empty ones skipped) and the paper to cite. Every GSS card,
     trained here or converted, has this layout."""
@@ -113,13 +128,7 @@ def save_model_card(output_dir: str | Path, card_data: ModelCardData, model_id: 
         f"# {model_id}",
         task_description,
         GSS_SUMMARY,
-        "## How to use\n\n"
-        "```python\n"
-        "from transformers import AutoModelForSemanticSegmentation, pipeline\n\n"
-        f'model = AutoModelForSemanticSegmentation.from_pretrained("{model_id}", trust_remote_code=True)\n'
-        f'segmenter = pipeline("image-segmentation", model="{model_id}", trust_remote_code=True)\n'
-        'segments = segmenter("photo.jpg")  # one {"label", "mask"} per class present\n'
-        "```",
+        f"## How to use\n\n```python\n{usage or segmentation_usage(model_id)}\n```",
         *rest,
         f"## Citation\n\n```bibtex\n{GSS_CITATION}\n```",
     ]

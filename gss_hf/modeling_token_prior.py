@@ -251,6 +251,25 @@ def sample_label_maps(
     return labels_from_maskige(maskige, palette), maskige.round().clamp(0, 255).to(torch.uint8)
 
 
+ERASABLE_REGIONS = ("centre box", "right half", "bottom half")
+
+
+def known_outside_region(shape: tuple[int, int], region: str) -> torch.BoolTensor:
+    """The `known` mask of `complete_label_map` for a map of (H, W) `shape` erased in a named region: "centre box"
+    (half the height and width, centred), "right half" or "bottom half". (H, W) bool, True outside the region."""
+    height, width = shape
+    known = torch.ones(shape, dtype=torch.bool)
+    if region == "centre box":
+        known[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = False
+    elif region == "right half":
+        known[:, width // 2 :] = False
+    elif region == "bottom half":
+        known[height // 2 :] = False
+    else:
+        raise ValueError(f"No erasable region {region!r}; the regions are {', '.join(ERASABLE_REGIONS)}.")
+    return known
+
+
 @torch.no_grad()
 def complete_label_map(
     token_prior: GSSTokenPriorModel,
@@ -311,6 +330,7 @@ __all__ = [
     "GSSTokenPriorModel",
     "GSSTokenPriorOutput",
     "complete_label_map",
+    "known_outside_region",
     "mask_random_tokens",
     "sample_label_maps",
 ]

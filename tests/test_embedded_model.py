@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_PHOTO = REPO / "examples" / "camvid_0016E5_08115.png"
 RESULTS = REPO / "benchmarks" / "camvid_results.json"
 MAX_FOLDER_MEGABYTES = 40
+MAX_TOKEN_PRIOR_MEGABYTES = 10  # issue 18: the prior ships inside the package only while it stays this small
 TOLERANCE = 0.01  # 1 mIoU point
 
 
@@ -40,8 +41,10 @@ def reference() -> dict:
 def test_the_folder_is_a_complete_small_save_pretrained_folder():
     names = {path.name for path in EMBEDDED_MODEL.iterdir()}
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_gss.py"} <= names
-    megabytes = sum(path.stat().st_size for path in EMBEDDED_MODEL.iterdir()) / 2**20
+    megabytes = sum(path.stat().st_size for path in EMBEDDED_MODEL.rglob("*") if path.is_file()) / 2**20
     assert megabytes <= MAX_FOLDER_MEGABYTES
+    prior_megabytes = sum(path.stat().st_size for path in (EMBEDDED_MODEL / "token_prior").iterdir()) / 2**20
+    assert prior_megabytes <= MAX_TOKEN_PRIOR_MEGABYTES
 
 
 def test_loads_through_auto_classes_and_pipeline(model_and_processor):
@@ -84,7 +87,7 @@ def test_the_folder_is_exactly_what_save_pretrained_writes_from_the_package(mode
     processor.save_pretrained(tmp_path)
     shipped = {path.name for path in EMBEDDED_MODEL.iterdir()}
     fresh = {path.name for path in tmp_path.iterdir()}
-    assert shipped - fresh == {"README.md"}, "re-export the embedded model (training/export_embedded_model.py)"
+    assert shipped - fresh == {"README.md", "token_prior"}, "re-export the embedded model (training/export_embedded_model.py)"
     assert fresh - shipped == set(), "re-export the embedded model: a file is missing from it"
     stale = [
         name
@@ -96,3 +99,22 @@ def test_the_folder_is_exactly_what_save_pretrained_writes_from_the_package(mode
     assert saved.keys() == shipped_weights.keys()
     assert all(torch.equal(saved[key], shipped_weights[key]) for key in saved)
     assert "This folder is generated" in (EMBEDDED_MODEL / "README.md").read_text()
+
+
+def test_the_token_prior_is_what_save_pretrained_writes_and_fits_the_tokenizer(model_and_processor, tmp_path):
+    """The `token_prior` subfolder (`gss-generate`'s default) is a fresh save of the prior, for this tokenizer."""
+    from gss_hf import GSSTokenPriorModel, sample_label_maps
+
+    shipped = EMBEDDED_MODEL / "token_prior"
+    prior = GSSTokenPriorModel.from_pretrained(shipped).eval()
+    prior.save_pretrained(tmp_path)
+    assert {path.name for path in shipped.iterdir()} == {path.name for path in tmp_path.iterdir()}
+    for path in tmp_path.iterdir():
+        if path.suffix != ".safetensors":
+            assert path.read_text() == (shipped / path.name).read_text(), f"re-export: {path.name} is stale"
+    saved, shipped_weights = load_file(tmp_path / "model.safetensors"), load_file(shipped / "model.safetensors")
+    assert all(torch.equal(saved[key], shipped_weights[key]) for key in shipped_weights)
+    model = model_and_processor[0]
+    labels, _ = sample_label_maps(prior, model.tokenizer, model.config.palette, 1, num_steps=2,
+                                  generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert labels.shape == (1, 96, 128)

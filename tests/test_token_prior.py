@@ -282,6 +282,8 @@ def test_training_script_writes_a_loadable_prior_and_an_eval_loss(tiny_data, tmp
     assert (prior.config.grid_height, prior.config.grid_width) == (TINY_SIZE[0] // 4, TINY_SIZE[1] // 4)
     scores = json.loads((output / "eval_results.json").read_text())
     assert scores["eval_samples"] == 3 and np.isfinite(scores["eval_loss"])
+    card = (output / "README.md").read_text()
+    assert "sample_label_maps(prior, gss.tokenizer" in card and 'pipeline("image-segmentation"' not in card
 
 
 @pytest.mark.slow
@@ -403,3 +405,16 @@ def test_setup_cfg_declares_the_gss_generate_command():
         line.split(" = ") for line in setup["options.entry_points"]["console_scripts"].strip().splitlines()
     )
     assert scripts["gss-generate"] == "gss_hf.generate_cli:main"
+
+
+def test_known_outside_region_erases_the_named_region():
+    from gss_hf import known_outside_region
+
+    assert (~known_outside_region((8, 12), "right half")).nonzero()[:, 1].min() == 6
+    assert known_outside_region((8, 12), "right half")[:, :6].all()
+    centre = known_outside_region((8, 12), "centre box")
+    assert not centre[2:6, 3:9].any() and centre.sum() == 8 * 12 - 4 * 6
+    bottom = known_outside_region((8, 12), "bottom half")
+    assert bottom[:4].all() and not bottom[4:].any()
+    with pytest.raises(ValueError, match="No erasable region 'left ear'"):
+        known_outside_region((8, 12), "left ear")

@@ -31,6 +31,12 @@ python training/train_prior.py --config_name gss-mobilenetv2-camvid --config_ove
 python training/train_inverse.py --model_name_or_path "$OUT/gss-ff" "${DATA[@]}" "${SEGMENTATION[@]}" \
     --learning_rate 1e-3 --max_train_steps 450 --class_weighted_loss --output_dir "$OUT/gss-ft-w"
 
+# The learned token prior p(z) over the stage-I tokenizer's grids of 96x128 label maps (issue 18; the embedded
+# folder's token_prior/: export with --token_prior "$OUT/token-prior"). Attention dropout stays off: on CPU it
+# quadruples the step time (configuration_token_prior.py).
+python training/train_token_prior.py --gss_model_path "$OUT/gss-ft-w" "${DATA[@]}" --max_train_steps 1200 \
+    --per_device_train_batch_size 16 --warmup_steps 100 --output_dir "$OUT/token-prior"
+
 # The discriminative baseline: DeepLabV3-MobileNetV2, same weights, pipeline, crops, optimiser and steps as stage II.
 python training/train_baseline.py --pretrained_backbone imagenet-mobilenet-v2 "${DATA[@]}" "${SEGMENTATION[@]}" \
     --max_train_steps 800 --output_dir "$OUT/deeplabv3"

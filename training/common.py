@@ -393,6 +393,7 @@ def finish(
     metrics: dict,
     model_description: str,
     base_model: str | None = None,
+    usage: str | None = None,
 ) -> None:
     """Saves the final model with `save(output_dir)` (main process), writes `eval_results.json` and the model card,
     then pushes when asked. A failed push raises after the local save is complete, which it never touches."""
@@ -410,6 +411,7 @@ def finish(
             training_command=training_command(),
             base_model=base_model,
             task_description=model_description,
+            usage=usage,
         )
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -2,7 +2,12 @@
 processor sized for CamVid, the code files for `trust_remote_code`, and a model card (also copied to
 `model_cards/`) holding its `val` scores, the recipe that trained it, the data licence and the citation.
 
-    python training/export_embedded_model.py --model_name_or_path outputs/camvid/gss-ft-w
+    python training/export_embedded_model.py --model_name_or_path outputs/camvid/gss-ft-w \
+        [--token_prior outputs/token-prior/camvid]
+
+A learned token prior (`training/train_token_prior.py`) is saved as the folder's `token_prior` subfolder, what
+`gss-generate` and the demo's Generate tab use: `--token_prior`, or by default the `token_prior` subfolder of
+`--model_name_or_path` when it has one (so re-exporting the embedded folder keeps its prior).
 
 The scores in the card are measured here, on the 101 `val` photos through the saved processor (the path
 `gss-segment` and the pipeline take), not copied from training logs.
@@ -15,7 +20,9 @@ from pathlib import Path
 
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-from gss_hf import GSSImageProcessor
+from gss_hf import GSSImageProcessor, GSSTokenPriorModel
+from gss_hf.generate_cli import TOKEN_PRIOR_FOLDER
+from gss_hf.modeling_token_prior import check_prior_matches_tokenizer
 from gss_hf.segment_cli import EMBEDDED_MODEL
 from training.data import CAMVID_VOID_VALUE, read_segnet_photos_and_labels
 from training.evaluation import evaluate_photos
@@ -57,6 +64,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sliding_window_batch_size", type=int, default=1,
                         help="Crops per sliding-window run (memory against time: benchmarks/RESULTS.md, "
                              "large_images).")  # fmt: skip
+    parser.add_argument("--token_prior", type=Path,
+                        help="A trained token prior to ship as the token_prior subfolder (default: the model's own "
+                             "token_prior subfolder, if any).")  # fmt: skip
     parser.add_argument("--camvid_dir", type=Path, default=REPO.parent / "shared" / "data" / "camvid")
     return parser.parse_args()
 
@@ -70,10 +80,19 @@ def main() -> None:
         ignore_index=model.config.ignore_index,
         void_value=CAMVID_VOID_VALUE,
     )
+    token_prior_path = args.token_prior
+    if token_prior_path is None and (Path(args.model_name_or_path) / TOKEN_PRIOR_FOLDER / "config.json").is_file():
+        token_prior_path = Path(args.model_name_or_path) / TOKEN_PRIOR_FOLDER
+    token_prior = None
+    if token_prior_path is not None:
+        token_prior = GSSTokenPriorModel.from_pretrained(token_prior_path)
+        check_prior_matches_tokenizer(token_prior, model.tokenizer)
     if args.output_dir.exists():
         shutil.rmtree(args.output_dir)
     model.save_pretrained(args.output_dir)
     processor.save_pretrained(args.output_dir)
+    if token_prior is not None:
+        token_prior.save_pretrained(args.output_dir / TOKEN_PRIOR_FOLDER)
 
     reloaded = AutoModelForSemanticSegmentation.from_pretrained(args.output_dir)
     reloaded_processor = AutoImageProcessor.from_pretrained(args.output_dir)
@@ -96,13 +115,16 @@ def main() -> None:
             "The default model of `gss_hf`, embedded in the package: `gss-segment photo.jpg` and "
             f"`from_pretrained(gss_hf.segment_cli.EMBEDDED_MODEL)` use it without a download. {variant} on an "
             f"ImageNet MobileNetV2 backbone; scores on CamVid `val` ({len(names)} photos, whole image)."
+            + (f" Its `{TOKEN_PRIOR_FOLDER}/` subfolder is a learned token prior (GSSTokenPriorModel) over its "
+               "tokenizer's grids of 96x128 CamVid label maps, which `gss-generate` draws label maps from."
+               if token_prior is not None else "")
         ),
         extra_sections=DATA_SECTION + GENERATED_SECTION,
         license="cc-by-nc-4.0",
     )
     args.model_card_copy.parent.mkdir(parents=True, exist_ok=True)
     card.save(args.model_card_copy)
-    megabytes = sum(path.stat().st_size for path in args.output_dir.iterdir()) / 2**20
+    megabytes = sum(path.stat().st_size for path in args.output_dir.rglob("*") if path.is_file()) / 2**20
     print(f"Wrote {args.output_dir} ({megabytes:.1f} MiB); val mIoU {100 * metrics['mean_iou']:.2f}")
 
 

@@ -15,6 +15,7 @@ what `gss-generate --model` uses.
 
 import argparse
 import json
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -179,9 +180,17 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator, args, trained.save_pretrained, metrics,
         model_description=f"A GSS token prior (MaskGIT) over the {tokenizer.codebook_size}-code token grids of "
         f"{args.tokenizer_path or args.gss_model_path}, for label maps of {size[0]}x{size[1]}: not a segmentation "
-        "model (the usage below is GSS's), but a generator of label maps. Load it with "
-        "`gss_hf.GSSTokenPriorModel.from_pretrained` and draw maps with `gss_hf.sample_label_maps`, or save it as the "
-        "`token_prior` subfolder of its GSS model and run `gss-generate --model <that folder>`.",
+        "model but a generator of label maps. Save it as the `token_prior` subfolder of its GSS model to use it "
+        "with `gss-generate --model <that folder>`.",
+        usage=(
+            "import torch\nfrom transformers import AutoModel\n"
+            "from gss_hf import GSSForSemanticSegmentation, sample_label_maps\n\n"
+            f'prior = AutoModel.from_pretrained("{args.hub_model_id or Path(args.output_dir).name}", '
+            "trust_remote_code=True)\n"
+            f'gss = GSSForSemanticSegmentation.from_pretrained("{args.gss_model_path}")  # whose tokenizer it learned\n'
+            "label_maps, maskiges = sample_label_maps(prior, gss.tokenizer, gss.config.palette, num_samples=4,\n"
+            "                                         generator=torch.Generator().manual_seed(0))"
+        ),
     )  # fmt: skip
     return metrics
 
