@@ -93,6 +93,20 @@ def test_segmenting_the_example_gives_an_overlay_of_its_size_and_an_uncertainty_
     assert all(row[1] in legend for row in table)
 
 
+@pytest.mark.slow
+def test_the_generate_tab_draws_and_completes_maps_with_the_embedded_token_prior(app):
+    quiet = lambda *args, **kwargs: None  # noqa: E731
+    maps = app.generate_maps(app.EMBEDDED_CHOICE, "", 2, 2, 1.0, 0, progress=quiet)
+    assert len(maps) == 2 and maps[0].size == (128 * app.DISPLAY_SCALE, 96 * app.DISPLAY_SCALE)
+    labels = np.zeros((360, 480), dtype=np.int64)
+    original, erased, completed = app.complete_map(labels, app.EMBEDDED_CHOICE, "", "right half", 2, 0, progress=quiet)
+    kept = (slice(None), slice(0, 64 * app.DISPLAY_SCALE))
+    assert np.array_equal(np.asarray(completed)[kept], np.asarray(original)[kept])
+    assert not np.array_equal(np.asarray(erased), np.asarray(original))
+    with pytest.raises(app.DemoError, match="Choose the region to erase"):
+        app.complete_map(labels, app.EMBEDDED_CHOICE, "", "left ear", 2, 0, progress=quiet)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

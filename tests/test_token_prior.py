@@ -418,3 +418,13 @@ def test_known_outside_region_erases_the_named_region():
     assert bottom[:4].all() and not bottom[4:].any()
     with pytest.raises(ValueError, match="No erasable region 'left ear'"):
         known_outside_region((8, 12), "left ear")
+
+
+@pytest.mark.slow
+def test_gss_generate_draws_from_the_embedded_token_prior(tmp_path, capsys):
+    output = tmp_path / "out"
+    assert generate_cli.main(["--num", "2", "--steps", "2", "--output-dir", str(output)]) == 0
+    labels = np.asarray(Image.open(output / "sample_001_labels.png"))
+    assert labels.shape == (96, 128) and labels.max() < 11
+    assert Image.open(output / "grid.png").size == (2 * 128, 96)
+    assert "2 label maps of 128x96" in capsys.readouterr().out
