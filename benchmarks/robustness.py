@@ -117,7 +117,8 @@ def main() -> None:
     for step, index in enumerate(photos):
         image, labels = dataset.read(index, with_image=True)
         for name, severity in conditions:
-            shifted = image if severity == 0 else corrupt(image, name, severity, photo_seed(args.seed, name, severity, index))
+            seed = photo_seed(args.seed, name, severity, index)
+            shifted = image if severity == 0 else corrupt(image, name, severity, seed)
             item = dataset.to_tensors(shifted, labels, resize=True)
             predictions = predict(gss, nearest, baseline, item["pixel_values"][None], item["labels"].shape)
             for model, prediction in predictions.items():

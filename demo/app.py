@@ -15,6 +15,7 @@ Everything the app computes goes through `gss_hf` (`gss_hf.segment_cli` paints, 
 
 import argparse
 import functools
+import html
 import os
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def read_upload(path: str | None) -> tuple[PIL.Image.Image, np.ndarray]:
         raise DemoError(f"{Path(path).name} is not an image this app can read.") from problem
     if photo.width * photo.height > MAX_PIXELS:
         raise DemoError(f"The photo is {photo.width}x{photo.height}, above this app's limit of "
-                        f"{MAX_PIXELS / 1e6:.0f} megapixels: shrink it first.")  # fmt: skip
+                        f"{MAX_PIXELS:,} pixels: shrink it first.")  # fmt: skip
     return photo, rgb
 
 
@@ -110,9 +111,12 @@ def class_table(labels: np.ndarray, model) -> list[list]:
 def legend_html(labels: np.ndarray, model) -> str:
     """Colour swatches of the classes present, largest first."""
     entries = legend(labels, model.config.id2label, class_colors(model))
-    swatch = ('<span style="display:inline-block;margin:2px 8px 2px 0"><span style="display:inline-block;width:14px;'
-              'height:14px;background:rgb({},{},{});border:1px solid #888;vertical-align:middle;margin-right:4px"></span>{}</span>')  # fmt: skip
-    return "".join(swatch.format(*entry["color"], entry["name"]) for entry in entries)
+    swatch = (
+        '<span style="display:inline-block;margin:2px 8px 2px 0"><span style="display:inline-block;width:14px;'
+        "height:14px;background:rgb({},{},{});border:1px solid #888;vertical-align:middle;margin-right:4px\">"
+        "</span>{}</span>"
+    )
+    return "".join(swatch.format(*entry["color"], html.escape(entry["name"])) for entry in entries)
 
 
 def segment_photo(photo_path, choice, path, sliding_window, num_samples, temperature, progress=gr.Progress()):

@@ -60,6 +60,16 @@ def test_a_text_file_is_refused_with_a_message(app, tmp_path):
         app.read_upload(str(notes))
 
 
+def test_the_legend_escapes_class_names(app):
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(id2label={0: "<b>road</b>", 1: "sky"}, palette=[[0, 0, 255], [255, 255, 255]],
+                             ignore_color=[0, 0, 0])  # fmt: skip
+    legend = app.legend_html(np.array([[0, 1], [0, 0]]), SimpleNamespace(config=config))
+    assert "&lt;b&gt;road&lt;/b&gt;" in legend and "<b>" not in legend
+    assert legend.index("road") < legend.index("sky")  # the larger class first
+
+
 def test_no_upload_asks_for_one(app):
     with pytest.raises(app.DemoError, match="Upload a photo first"):
         app.read_upload(None)
@@ -69,7 +79,7 @@ def test_a_photo_above_the_size_limit_is_refused(app, tmp_path, monkeypatch):
     monkeypatch.setattr(app, "MAX_PIXELS", 100 * 100)
     PIL.Image.new("RGB", (101, 100)).save(tmp_path / "big.png")
     PIL.Image.new("RGB", (100, 100)).save(tmp_path / "fits.png")
-    with pytest.raises(app.DemoError, match="101x100, above this app's limit"):
+    with pytest.raises(app.DemoError, match="101x100, above this app's limit of 10,000 pixels"):
         app.read_upload(str(tmp_path / "big.png"))
     assert app.read_upload(str(tmp_path / "fits.png"))[1].shape == (100, 100, 3)
 
