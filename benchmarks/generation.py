@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from gss_hf import GSSImageProcessor, complete_label_map, sample_label_maps
 from gss_hf.generate_cli import load_models
+from gss_hf.segment_cli import class_colors
 from gss_hf.modeling_token_prior import known_outside_region, labels_from_maskige
 from training.data import CAMVID_VOID_VALUE, load_segmentation_splits
 from training.metrics import StreamingConfusionMatrix
@@ -182,7 +183,7 @@ def main() -> None:
     for region, scores in completion.items():
         print(f"| {region} | {100 * scores['token prior']:.2f} | {100 * scores['nearest pixel']:.2f} |")
     if args.pictures_dir:
-        colors = np.asarray([*config.palette, config.ignore_color], dtype=np.uint8)
+        colors = class_colors(model)
         painted(generated[:8], colors).save(args.pictures_dir / "generated_label_maps.png")
         rows = [np.asarray(painted(maps, colors)) for maps in pictures]
         PIL.Image.fromarray(np.concatenate(rows, axis=0)).save(args.pictures_dir / "completed_label_maps.png")

@@ -25,14 +25,13 @@ import PIL.Image
 import torch
 
 from gss_hf import complete_label_map, sample_label_maps
-from gss_hf.generate_cli import TOKEN_PRIOR_FOLDER
+from gss_hf import generate_cli
 from gss_hf.image_processing_gss import resize_labels
 from gss_hf.modeling_token_prior import ERASABLE_REGIONS, GSSTokenPriorModel, known_outside_region
 from gss_hf.segment_cli import (
     EMBEDDED_MODEL,
     InputError,
     class_colors,
-    first_line,
     legend,
     load_model,
     max_disagreement,
@@ -145,20 +144,18 @@ def segment_photo(photo_path, choice, path, sliding_window, num_samples, tempera
 
 
 def load_token_prior(choice: str, path: str):
+    """(model, token prior) for the model choice; the prior is its folder's `token_prior/`, as for `gss-generate`."""
     model, _, _ = load(choice, path)
-    folder = Path(model.name_or_path) / TOKEN_PRIOR_FOLDER
-    if not (folder / "config.json").is_file():
-        raise DemoError(f"This model has no token prior (no {TOKEN_PRIOR_FOLDER}/ folder beside it); train one "
-                        "with training/train_token_prior.py.")  # fmt: skip
-    return model, cached_prior(str(folder))
+    return model, cached_prior(model_argument(choice, path))
 
 
 @functools.lru_cache(maxsize=2)
-def cached_prior(folder: str) -> GSSTokenPriorModel:
+def cached_prior(argument: str) -> GSSTokenPriorModel:
+    model, _, _ = cached_model(argument)
     try:
-        return GSSTokenPriorModel.from_pretrained(folder).eval()
-    except (OSError, ValueError) as problem:
-        raise DemoError(f"The token prior in {folder} cannot be loaded ({first_line(problem)}).") from problem
+        return generate_cli.load_token_prior(Path(model.name_or_path), model.tokenizer)
+    except InputError as problem:
+        raise DemoError(str(problem).replace("--model ", "Model ")) from problem
 
 
 def painted(labels: np.ndarray, model) -> PIL.Image.Image:

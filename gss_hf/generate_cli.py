@@ -22,14 +22,18 @@ import torch
 from .cli_paths import check_output_dir
 from .modeling_gss import GSSForSemanticSegmentation
 from .modeling_token_prior import GSSTokenPriorModel, sample_label_maps
-from .segment_cli import EMBEDDED_MODEL, first_line, label_image, positive_float, positive_int, quiet_loading
+from .segment_cli import (
+    EMBEDDED_MODEL,
+    InputError,
+    first_line,
+    label_image,
+    positive_float,
+    positive_int,
+    quiet_loading,
+)
 
 
 TOKEN_PRIOR_FOLDER = "token_prior"
-
-
-class InputError(ValueError):
-    """An argument or model folder that cannot be used, with the reason in one sentence."""
 
 
 def training_command(folder: Path) -> str:
@@ -48,6 +52,11 @@ def check_model_folder(folder: Path) -> None:
         raise InputError(f"--model {folder}: is a file; expected a GSS model folder.")
     if not (folder / "config.json").is_file():
         raise InputError(f"--model {folder}: no config.json, so not a saved GSS model.")
+    check_token_prior_folder(folder)
+
+
+def check_token_prior_folder(folder: Path) -> None:
+    """Raises `InputError`, naming the training command, unless the GSS model folder `folder` has a token prior."""
     prior = folder / TOKEN_PRIOR_FOLDER
     if not (prior / "config.json").is_file() or not (prior / "model.safetensors").is_file():
         raise InputError(
@@ -56,20 +65,29 @@ def check_model_folder(folder: Path) -> None:
         )
 
 
+def load_token_prior(folder: Path, tokenizer) -> GSSTokenPriorModel:
+    """The token prior of the GSS model folder `folder` in eval mode, checked against that model's `tokenizer`."""
+    check_token_prior_folder(folder)
+    try:
+        prior = GSSTokenPriorModel.from_pretrained(folder / TOKEN_PRIOR_FOLDER)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise InputError(f"--model {folder}: loading failed ({first_line(error)}).") from error
+    if prior.config.codebook_size != tokenizer.codebook_size:
+        raise InputError(
+            f"--model {folder}: the token prior models {prior.config.codebook_size} codes but the model's tokenizer "
+            f"has {tokenizer.codebook_size}; retrain it with `{training_command(folder)}`."
+        )
+    return prior.eval()
+
+
 def load_models(folder: Path) -> tuple[GSSForSemanticSegmentation, GSSTokenPriorModel]:
     """The GSS model (for its tokenizer and palette) and its token prior, in eval mode."""
     check_model_folder(folder)
     try:
         model = GSSForSemanticSegmentation.from_pretrained(folder)
-        prior = GSSTokenPriorModel.from_pretrained(folder / TOKEN_PRIOR_FOLDER)
     except (OSError, RuntimeError, ValueError) as error:
         raise InputError(f"--model {folder}: loading failed ({first_line(error)}).") from error
-    if prior.config.codebook_size != model.tokenizer.codebook_size:
-        raise InputError(
-            f"--model {folder}: the token prior models {prior.config.codebook_size} codes but the model's tokenizer "
-            f"has {model.tokenizer.codebook_size}; retrain it with `{training_command(folder)}`."
-        )
-    return model.eval(), prior.eval()
+    return model.eval(), load_token_prior(folder, model.tokenizer)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

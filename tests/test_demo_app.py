@@ -117,6 +117,14 @@ def test_the_generate_tab_draws_and_completes_maps_with_the_embedded_token_prior
         app.complete_map(labels, app.EMBEDDED_CHOICE, "", "left ear", 2, 0, progress=quiet)
 
 
+@pytest.mark.slow
+def test_a_model_without_a_token_prior_gets_the_training_command(app, tmp_path):
+    folder = tmp_path / "no-prior"
+    shutil.copytree(app.EMBEDDED_MODEL, folder, ignore=shutil.ignore_patterns("token_prior"))
+    with pytest.raises(app.DemoError, match=r"Model .*no-prior: no token prior in .*train_token_prior\.py"):
+        app.generate_maps(app.OTHER_CHOICE, str(folder), 1, 1, 1.0, 0, progress=lambda *args, **kwargs: None)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -86,7 +86,7 @@ def main() -> None:
     token_prior = None
     if token_prior_path is not None:
         token_prior = GSSTokenPriorModel.from_pretrained(token_prior_path)
-        check_prior_matches_tokenizer(token_prior, model.tokenizer)
+        map_height, map_width = check_prior_matches_tokenizer(token_prior, model.tokenizer)
     if args.output_dir.exists():
         shutil.rmtree(args.output_dir)
     model.save_pretrained(args.output_dir)
@@ -116,8 +116,8 @@ def main() -> None:
             f"`from_pretrained(gss_hf.segment_cli.EMBEDDED_MODEL)` use it without a download. {variant} on an "
             f"ImageNet MobileNetV2 backbone; scores on CamVid `val` ({len(names)} photos, whole image)."
             + (f" Its `{TOKEN_PRIOR_FOLDER}/` subfolder is a learned token prior (GSSTokenPriorModel) over its "
-               "tokenizer's grids of 96x128 CamVid label maps, which `gss-generate` draws label maps from."
-               if token_prior is not None else "")
+               f"tokenizer's grids of {map_height}x{map_width} CamVid label maps, which `gss-generate` draws label "
+               "maps from." if token_prior is not None else "")
         ),
         extra_sections=DATA_SECTION + GENERATED_SECTION,
         license="cc-by-nc-4.0",
